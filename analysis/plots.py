@@ -1,0 +1,35 @@
+"""Learning curves: test_acc and train_loss against epoch, a line per variant, a band over seeds."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+
+def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
+    """Write one PNG for `experiment` to `path`: mean over seeds, band = min..max over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    f = frame[frame["experiment"] == experiment]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for (variant, g), color in zip(f.groupby("variant", sort=False), plt.cm.tab10.colors * 10):
+        by_epoch = g.groupby("epoch")
+        for ax, metric in zip(axes, ("test_acc", "train_loss")):
+            curve = by_epoch[metric].agg(["mean", "min", "max", "count"])
+            ax.plot(curve.index, curve["mean"], color=color, marker="o", ms=3,
+                    label=f"{variant} (n={g['trial_id'].nunique()})")  # fmt: skip
+            ax.fill_between(curve.index, curve["min"], curve["max"], color=color, alpha=0.2, lw=0)
+    axes[0].set(xlabel="epoch", ylabel="test accuracy", title=f"{experiment}: test accuracy")
+    axes[1].set(xlabel="epoch", ylabel="train loss", title=f"{experiment}: train loss", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, title="variant (trials); band = seed range", title_fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

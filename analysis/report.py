@@ -1,0 +1,102 @@
+"""`study analyze`: load experiments, build the four tables, write Markdown + CSV + PNG, print."""
+
+from __future__ import annotations
+
+import math
+import os
+from importlib import resources
+from typing import Sequence
+
+import pandas as pd
+
+from analysis import tables
+from analysis.load import load_experiments
+from analysis.plots import learning_curves
+
+
+def load_reference() -> pd.DataFrame:
+    with resources.files("analysis").joinpath("reference.csv").open() as f:
+        return pd.read_csv(f)
+
+
+def default_out(paths: Sequence[str]) -> str:
+    """EXPERIMENT_DIR/analysis for one local experiment; ./study-analysis otherwise (e.g. s3://)."""
+    if len(paths) == 1 and "://" not in paths[0]:
+        return os.path.join(paths[0], "analysis")
+    return os.path.abspath("study-analysis")
+
+
+def fmt(value: object) -> object:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return value
+
+
+def pct_pm(mean: float, std: float, low: float, high: float) -> str:
+    """"91.3 ± 1.2 % [89.8, 92.8]" (std and CI omitted when there is one seed)."""
+    if math.isnan(mean):
+        return ""
+    text = f"{100 * mean:.1f}"
+    if not math.isnan(std):
+        text += f" ± {100 * std:.1f}"
+    text += " %"
+    if not math.isnan(low):  # an accuracy's CI is clipped to [0, 100] %
+        text += f" [{100 * max(low, 0.0):.1f}, {100 * min(high, 1.0):.1f}]"
+    return text
+
+
+def display_per_variant(t: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 for reading: accuracies as "mean ± std % [95% CI]"."""
+    out = t[["experiment", "variant", "trials", "seeds"]].copy()
+    out["final test_acc"] = [pct_pm(*r) for r in t[["final_test_acc", "final_std", "final_ci_low", "final_ci_high"]].itertuples(index=False)]
+    out["best test_acc"] = [pct_pm(*r) for r in t[["best_test_acc", "best_std", "best_ci_low", "best_ci_high"]].itertuples(index=False)]
+    out["epochs"] = t["epochs_run"].map("{:.1f}".format)
+    out["ASHA-stopped"] = t["stopped_early"].map("{:.0%}".format)
+    out["diverged"] = t["diverged"]
+    out["train s"] = t["train_time_s"].map("{:.1f}".format)
+    out["images/s"] = t["images_per_s"].map("{:.0f}".format)
+    out["train-test gap"] = t["train_test_gap"].map("{:+.3f}".format)
+    return out
+
+
+def write_table(df: pd.DataFrame, out: str, name: str, title: str, display: pd.DataFrame | None = None) -> str:
+    """Write NAME.csv (raw numbers) and NAME.md (formatted); return the Markdown for printing."""
+    os.makedirs(out, exist_ok=True)
+    df.to_csv(os.path.join(out, f"{name}.csv"), index=False)
+    shown = (display if display is not None else df).map(fmt)
+    markdown = f"## {title}\n\n" + (shown.to_markdown(index=False) if len(shown) else "(no rows)") + "\n"
+    with open(os.path.join(out, f"{name}.md"), "w", encoding="utf-8") as f:
+        f.write(markdown)
+    return markdown
+
+
+def summarize_experiments(paths: Sequence[str], out: str | None = None, plots: bool = True) -> dict[str, pd.DataFrame]:
+    """Build, write and print every table (and plot) for the experiments at `paths`."""
+    frame = load_experiments(paths)
+    out = out or default_out(paths)
+    reference = load_reference()
+    ran = set(frame["experiment"])
+    built = {
+        "per_variant": tables.per_variant(frame),
+        "effects": tables.effects(frame),
+        "against_report": tables.against_report(frame, reference[reference["experiment"].isin(ran)]),
+        "compute": tables.compute(frame),
+        "best_trials": tables.best_trials(frame),
+    }
+    titles = {
+        "per_variant": "1. Per variant (mean ± std over seeds, [95% CI])",
+        "effects": "2. Ablation effects on final test_acc (Welch t-test over seeds)",
+        "against_report": "3. Against the report",
+        "compute": "4. Compute, and what ASHA saved",
+        "best_trials": "Best trials",
+    }
+    displays = {"per_variant": display_per_variant(built["per_variant"])}
+    for name, table in built.items():
+        print(write_table(table, out, name, titles[name], displays.get(name)))
+    frame.to_csv(os.path.join(out, "results.csv"), index=False)
+    if plots:
+        for experiment in frame["experiment"].unique():
+            path = learning_curves(frame, experiment, os.path.join(out, f"curves_{experiment}.png"))
+            print(f"learning curves: {path}")
+    print(f"tables (Markdown + CSV): {out}")
+    return built

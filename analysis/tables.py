@@ -1,0 +1,156 @@
+"""The four tables. Pure functions: a tidy frame (see `analysis.load`) in, a frame out."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+CONFIDENCE = 0.95
+ROUNDING = 0.005  # the report prints whole percent: "42 %" stands for [41.5 %, 42.5 %]
+
+
+def mean_ci(values: pd.Series | np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:
+    """Mean, std and Student-t confidence interval of the mean. CI is NaN with fewer than 2 values."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n == 0:
+        return (math.nan,) * 4
+    mean = float(x.mean())
+    if n < 2:
+        return mean, math.nan, math.nan, math.nan
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return mean, std, mean - half, mean + half
+
+
+def trial_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial: its last epoch, final and best test_acc, and whether ASHA stopped it."""
+    last = frame.sort_values("epoch").groupby(["experiment", "trial_id"], sort=False).tail(1)
+    best = frame.groupby(["experiment", "trial_id"])["test_acc"].max().rename("best_test_acc")
+    out = last.set_index(["experiment", "trial_id"]).join(best).reset_index()
+    out = out.rename(columns={"test_acc": "final_test_acc", "epoch": "epochs_run"})
+    out["diverged"] = out["diverged"].astype(bool)
+    finished = out["status"].isin(["TERMINATED"])
+    out["stopped_early"] = finished & ~out["diverged"] & (out["epochs_run"] < out["config_epochs"])
+    out["gap"] = out["train_acc"] - out["final_test_acc"]  # overfitting signal at the last epoch
+    return out
+
+
+def per_variant(frame: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: each variant across its seeds."""
+    rows = []
+    for (experiment, variant), g in trial_summary(frame).groupby(["experiment", "variant"], sort=False):
+        final = mean_ci(g["final_test_acc"])
+        best = mean_ci(g["best_test_acc"])
+        rows.append({
+            "experiment": experiment, "variant": variant,
+            "trials": len(g), "seeds": g["config_seed"].nunique(),
+            "final_test_acc": final[0], "final_std": final[1], "final_ci_low": final[2], "final_ci_high": final[3],
+            "best_test_acc": best[0], "best_std": best[1], "best_ci_low": best[2], "best_ci_high": best[3],
+            "epochs_run": g["epochs_run"].mean(), "stopped_early": g["stopped_early"].mean(),
+            "diverged": int(g["diverged"].sum()),
+            "train_time_s": g["time_total_s"].mean(), "images_per_s": g["images_per_s"].mean(),
+            "train_test_gap": g["gap"].mean(),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def effects(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Table 2: each variant's final test_acc minus its experiment's baseline, Welch t-test over seeds."""
+    trials = trial_summary(frame)
+    rows = []
+    for experiment, g in trials.groupby("experiment", sort=False):
+        baseline = g["baseline"].dropna().iloc[0] if g["baseline"].notna().any() else g["variant"].iloc[0]
+        base = g.loc[g["variant"] == baseline, "final_test_acc"].dropna()
+        for variant, v in g.groupby("variant", sort=False):
+            if variant == baseline:
+                continue
+            x = v["final_test_acc"].dropna()
+            diff = x.mean() - base.mean() if len(x) and len(base) else math.nan
+            if len(x) < 2 or len(base) < 2:
+                p, verdict = math.nan, f"too few seeds to tell ({len(x)} vs {len(base)}; need >= 2 each)"
+            else:
+                p = float(stats.ttest_ind(x, base, equal_var=False).pvalue)
+                if not math.isfinite(p):  # both groups without spread
+                    verdict = "identical" if diff == 0 else ("better" if diff > 0 else "worse")
+                elif p < alpha:
+                    verdict = f"{'better' if diff > 0 else 'worse'} (p < {alpha})"
+                else:
+                    verdict = f"no clear effect (p >= {alpha})"
+            rows.append({
+                "experiment": experiment, "variant": variant, "baseline": baseline,
+                "n": len(x), "n_baseline": len(base), "effect": diff, "p_value": p, "verdict": verdict,
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=["experiment", "variant", "baseline", "n", "n_baseline", "effect", "p_value", "verdict"])
+
+
+def measured_values(trials: pd.DataFrame, frame: pd.DataFrame, metric: str, epoch: float) -> pd.Series:
+    """Per-trial values of a reference metric: at `epoch`, or the peak over epochs."""
+    if metric == "peak_test_acc":
+        return frame.groupby("trial_id")["test_acc"].max().reindex(trials["trial_id"]).dropna()
+    at = frame[frame["epoch"] == int(epoch)]
+    return at.set_index("trial_id")[metric].reindex(trials["trial_id"]).dropna()
+
+
+def against_report(frame: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Table 3: every figure the report states beside our mean and CI, with a verdict.
+
+    reproduced: the CI (or the single value) meets the report's rounding interval;
+    higher / lower: it lies wholly above / below; not run: no trial of that variant reached it.
+    """
+    trials = trial_summary(frame)
+    rows = []
+    for ref in reference.itertuples(index=False):
+        mask = (trials["experiment"] == ref.experiment) & (trials["variant"] == ref.variant)
+        ids = trials.loc[mask, "trial_id"]
+        sub = frame[frame["trial_id"].isin(ids) & (frame["experiment"] == ref.experiment)]
+        values = measured_values(trials[mask], sub, ref.metric, ref.epoch) if len(ids) else pd.Series(dtype=float)
+        mean, std, low, high = mean_ci(values)
+        tol = ROUNDING if "acc" in ref.metric else 0.0005  # losses are printed to 3 decimals
+        if len(values) == 0:
+            verdict = "not run"
+        else:
+            lo, hi = (low, high) if len(values) >= 2 else (mean, mean)
+            if hi < ref.value - tol:
+                verdict = "lower"
+            elif lo > ref.value + tol:
+                verdict = "higher"
+            else:
+                verdict = "reproduced"
+        rows.append({
+            "experiment": ref.experiment, "variant": ref.variant, "metric": ref.metric,
+            "epoch": ref.epoch, "report": ref.value, "measured": mean, "ci_low": low, "ci_high": high,
+            "n": len(values), "verdict": verdict, "passage": ref.passage,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def compute(frame: pd.DataFrame) -> pd.DataFrame:
+    """Table 4: trial-epochs spent, wall time, and the epochs ASHA saved against running all to max_t."""
+    trials = trial_summary(frame)
+    rows = []
+    for experiment, g in trials.groupby("experiment", sort=False):
+        f = frame[frame["experiment"] == experiment]
+        start = (f["timestamp"] - f["time_total_s"]).min()  # first trial's start, in epoch seconds
+        planned = int(np.minimum(g["config_epochs"], g["max_t"]).sum())
+        spent = int(g["epochs_run"].sum())
+        rows.append({
+            "experiment": experiment, "trials": len(g), "trial_epochs": spent, "planned_epochs": planned,
+            "asha_saved_epochs": planned - spent, "saved_share": (planned - spent) / planned if planned else math.nan,
+            "stopped_early": int(g["stopped_early"].sum()), "diverged": int(g["diverged"].sum()),
+            "wall_time_s": float(f["timestamp"].max() - start), "trial_time_s": float(g["time_total_s"].sum()),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def best_trials(frame: pd.DataFrame, metric: str = "test_acc", top: int = 10) -> pd.DataFrame:
+    """The best trials by their best `metric` (higher is better for accuracies)."""
+    trials = trial_summary(frame)
+    cols = ["experiment", "variant", "config_seed", "epochs_run", "best_test_acc", "final_test_acc", "train_loss", "status"]
+    ascending = "loss" in metric
+    key = "best_test_acc" if metric == "test_acc" else metric
+    return trials.sort_values(key, ascending=ascending)[cols].head(top).reset_index(drop=True)

@@ -1,0 +1,188 @@
+"""Dataset registry. Every dataset loads to uint8 tensors (N, 3, 32, 32) and int64 labels.
+
+Loaders do no work at import; each is called once per worker process (see `load_dataset`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from study.errors import StudyError
+from study.registry import Registry
+
+OFFLINE_DATASETS = "digits (embedded), synthetic, imagefolder"
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A train/test split held as uint8 image tensors, with per-channel stats of the train split."""
+
+    name: str
+    train_x: torch.Tensor  # (N, 3, 32, 32) uint8
+    train_y: torch.Tensor  # (N,) int64
+    test_x: torch.Tensor  # (M, 3, 32, 32) uint8
+    test_y: torch.Tensor  # (M,) int64
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]  # per channel, pixel values scaled to [0, 1]
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+Loader = Callable[..., ImageData]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (normalisation is per dataset)."""
+    x = images.float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)  # (C, N*H*W)
+    return tuple(x.mean(1).tolist()), tuple(x.std(1).clamp_min(1e-3).tolist())
+
+
+def make(name: str, train_x, train_y, test_x, test_y, classes) -> ImageData:
+    mean, std = channel_stats(train_x)
+    return ImageData(name, train_x, train_y.long(), test_x, test_y.long(), tuple(classes), mean, std)
+
+
+def subset(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` images of a fixed shuffle (seed 0), so every trial sees the same subset."""
+    if n <= 0 or n >= len(y):
+        return x, y
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:n]
+    return x[idx], y[idx]
+
+
+@functools.lru_cache(maxsize=2)
+def load_dataset(name: str, data_dir: str = "~/.cache/cifar-study", num_train: int = 0, num_test: int = 0) -> ImageData:
+    """Load dataset `name`, cut to `num_train`/`num_test` images (0 = all).
+
+    Cached per process: a Ray worker that runs several trials loads each dataset once.
+    """
+    loader = DATASETS.get(name)
+    data = loader(data_dir=os.path.expanduser(data_dir), num_train=num_train, num_test=num_test)
+    train_x, train_y = subset(data.train_x, data.train_y, num_train)
+    test_x, test_y = subset(data.test_x, data.test_y, num_test)
+    if len(train_y) == len(data.train_y) and len(test_y) == len(data.test_y):
+        return data
+    return make(name, train_x, train_y, test_x, test_y, data.classes)
+
+
+# --- torchvision CIFAR -------------------------------------------------------------------
+
+
+def load_cifar(name: str, data_dir: str) -> ImageData:
+    """Download (once per machine, under a file lock) and load CIFAR-10/100 via torchvision."""
+    from filelock import FileLock
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = {"cifar10": CIFAR10, "cifar100": CIFAR100}[name]
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        # Parallel trials on one node wait here; the first downloads, the rest find the files
+        # and torchvision verifies their MD5 sums.
+        with FileLock(os.path.join(data_dir, f"{name}.lock")):
+            train = cls(data_dir, train=True, download=True)
+            test = cls(data_dir, train=False, download=True)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StudyError(
+            f"dataset {name}: not found in {data_dir} and the download failed ({reason}); "
+            f"put {cls.filename} ({cls.url}) in that folder, pass --data-dir, "
+            f"or use an offline dataset: {OFFLINE_DATASETS}"
+        ) from None
+
+    def to_tensor(split) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(split.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW uint8
+        return x, torch.tensor(split.targets)
+
+    return make(name, *to_tensor(train), *to_tensor(test), train.classes)
+
+
+@DATASETS.register("cifar100")
+def cifar100(*, data_dir: str, **_: int) -> ImageData:
+    """CIFAR-100 (50k/10k, 100 classes) via torchvision, downloaded once to --data-dir."""
+    return load_cifar("cifar100", data_dir)
+
+
+@DATASETS.register("cifar10")
+def cifar10(*, data_dir: str, **_: int) -> ImageData:
+    """CIFAR-10 (50k/10k, 10 classes) via torchvision, downloaded once to --data-dir."""
+    return load_cifar("cifar10", data_dir)
+
+
+# --- offline datasets --------------------------------------------------------------------
+
+
+@DATASETS.register("digits")
+def digits(**_: object) -> ImageData:
+    """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), upsampled to 32x32 RGB; offline."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images).float().unsqueeze(1) / 16.0  # (1797, 1, 8, 8) in [0,1]
+    images = F.interpolate(images, size=32, mode="bilinear", align_corners=False)
+    images = (images * 255).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.from_numpy(bunch.target)
+    # A fixed, stratified 75/25 split: the same for every trial and every machine.
+    train_idx, test_idx = train_test_split(
+        torch.arange(len(labels)).numpy(), test_size=0.25, stratify=bunch.target, random_state=0
+    )
+    train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+    classes = [str(c) for c in bunch.target_names]
+    return make("digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], classes)
+
+
+def synthetic_images(n: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` class-conditional images: a smooth per-class prototype plus per-image noise.
+
+    Prototypes are fixed (seed 1234) so train and test share them; `seed` only changes the
+    noise and labels. The signal is learnable but not trivial: noise std is about the
+    prototypes' own spread.
+    """
+    proto_gen = torch.Generator().manual_seed(1234)
+    protos = torch.randn(num_classes, 3, 4, 4, generator=proto_gen)
+    protos = F.interpolate(protos, size=32, mode="bilinear", align_corners=False)  # (K, 3, 32, 32)
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, num_classes, (n,), generator=gen)
+    x = protos[labels] + torch.randn(n, 3, 32, 32, generator=gen)
+    images = (x * 40 + 128).round().clamp(0, 255).to(torch.uint8)
+    return images, labels
+
+
+@DATASETS.register("synthetic")
+def synthetic(*, num_train: int = 0, num_test: int = 0, **_: object) -> ImageData:
+    """Random class-conditional 32x32 images, 10 classes, any size (num_train/num_test; 2048/512)."""
+    n_train, n_test = num_train or 2048, num_test or 512
+    train_x, train_y = synthetic_images(n_train, 10, seed=0)
+    test_x, test_y = synthetic_images(n_test, 10, seed=1)
+    return make("synthetic", train_x, train_y, test_x, test_y, [f"class{i}" for i in range(10)])
+
+
+@DATASETS.register("imagefolder")
+def imagefolder(*, data_dir: str, **_: object) -> ImageData:
+    """Your own images: DATA_DIR/train/<class>/* and DATA_DIR/test/<class>/*, resized to 32x32."""
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    tf = transforms.Compose([transforms.Resize((32, 32)), transforms.PILToTensor()])
+    splits = {}
+    for split in ("train", "test"):
+        root = os.path.join(data_dir, split)
+        try:
+            folder = ImageFolder(root, transform=tf)
+        except (FileNotFoundError, OSError) as exc:
+            raise StudyError(f"dataset imagefolder: {root}: {exc} (expected {root}/<class>/<image>)") from None
+        images = torch.stack([img for img, _ in folder])  # (N, 3, 32, 32) uint8
+        splits[split] = (images, torch.tensor(folder.targets), folder.classes)
+    if splits["train"][2] != splits["test"][2]:
+        raise StudyError(f"dataset imagefolder: {data_dir}: train and test have different class folders")
+    return make("imagefolder", *splits["train"][:2], *splits["test"][:2], splits["train"][2])

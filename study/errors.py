@@ -1,0 +1,20 @@
+"""The one exception type that means "the user gave us something wrong".
+
+The CLI turns a `StudyError` into a single line on stderr and exit code 2. Anything
+else that escapes is a bug in this package, and shows as a traceback.
+"""
+
+from __future__ import annotations
+
+
+class StudyError(Exception):
+    """Bad input or a missing resource the user can fix.
+
+    The message is one line that names the file or key, the value and what was expected.
+    """
+
+
+def where(source: str | None, key: str | None) -> str:
+    """Format the "file: key:" prefix of an error message, skipping what is unknown."""
+    parts = [p for p in (source, key) if p]
+    return (": ".join(parts) + ": ") if parts else ""

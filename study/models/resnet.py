@@ -1,0 +1,58 @@
+"""torchvision's ResNet18, from scratch or from ImageNet weights, with a new classifier head."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models import ResNet18_Weights
+
+from study.errors import StudyError
+from study.models import MODELS
+
+WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
+
+
+def weights_path() -> str:
+    """Where torchvision's weights API looks for (and caches) the ImageNet checkpoint."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(WEIGHTS.url))
+
+
+def pretrained_state_dict() -> dict[str, torch.Tensor]:
+    """Load the ImageNet weights through torchvision's API; offline and uncached is a StudyError."""
+    try:
+        return WEIGHTS.get_state_dict(progress=False, check_hash=True)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StudyError(
+            f"resnet18 pretrained=true: ImageNet weights are not cached and could not be "
+            f"downloaded ({reason}); download {WEIGHTS.url} and save it as {weights_path()} "
+            f"(or set TORCH_HOME), or use pretrained: false"
+        ) from None
+
+
+class ResNet18(nn.Module):
+    """ResNet18 whose input is upsampled to `input_size` (224 = the size ImageNet weights expect)."""
+
+    def __init__(self, num_classes: int, pretrained: bool = False, input_size: int = 32) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.net = torchvision.models.resnet18(weights=None)
+        if pretrained:
+            self.net.load_state_dict(pretrained_state_dict())
+        self.net.fc = nn.Linear(self.net.fc.in_features, num_classes)  # new head, random init
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.input_size:
+            # (B, 3, 32, 32) -> (B, 3, S, S); bilinear, as torchvision's Resize does on tensors
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
+        return self.net(x)
+
+
+@MODELS.register("resnet18")
+def resnet18(num_classes: int, *, pretrained: bool = False, input_size: int = 32) -> nn.Module:
+    """torchvision ResNet18 (11M params), ImageNet-pretrained or from scratch, new head."""
+    return ResNet18(num_classes, pretrained=pretrained, input_size=input_size)

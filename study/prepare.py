@@ -1,0 +1,20 @@
+"""Driver-side checks that need more than the YAML: datasets and pretrained weights exist.
+
+They run before Ray starts, so a missing CIFAR or offline ImageNet weights cost one line and
+exit code 2, not a study of failed trials. CIFAR is downloaded here, once, under its file lock.
+"""
+
+from __future__ import annotations
+
+from study.data import load_dataset
+from study.space import StudySpec
+
+
+def prepare_inputs(spec: StudySpec) -> None:
+    configs = spec.trial_configs()
+    for key in sorted({(c.dataset, c.data_dir, c.num_train, c.num_test) for c in configs}):
+        load_dataset(*key)
+    if any(c.model == "resnet18" and c.pretrained for c in configs):
+        from study.models.resnet import pretrained_state_dict
+
+        pretrained_state_dict()

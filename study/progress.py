@@ -1,0 +1,64 @@
+"""A Tune callback that prints trial-epochs done and an ETA beside Ray's own progress table."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class EtaCallback(Callback):
+    """Counts trial-epochs against the plan and estimates the time left.
+
+    The plan starts as trials x max_t and shrinks whenever a trial ends early (ASHA stop,
+    divergence), so the ETA is an upper bound that tightens as ASHA prunes. It assumes the
+    current rate of epochs per second holds.
+
+    Args:
+        planned_trials: trials Tune will run (None for an open-ended search).
+        max_t: epochs a trial may reach.
+        every_s: seconds between progress lines.
+    """
+
+    def __init__(self, planned_trials: int | None, max_t: int, every_s: float = 15.0, out: TextIO = sys.stdout) -> None:
+        self.planned = planned_trials * max_t if planned_trials else None
+        self.max_t = max_t
+        self.every_s = every_s
+        self.out = out
+        self.done = 0
+        self.start = time.monotonic()
+        self.last_print = self.start
+        self.epochs_of: dict[str, int] = {}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        epoch = int(result.get("epoch", 0))
+        previous = self.epochs_of.get(trial.trial_id, epoch - 1)
+        self.done += max(0, epoch - previous)
+        self.epochs_of[trial.trial_id] = epoch
+        now = time.monotonic()
+        if now - self.last_print >= self.every_s:
+            self.last_print = now
+            print(self.line(now), file=self.out, flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.planned is not None:
+            self.planned -= self.max_t - self.epochs_of.get(trial.trial_id, 0)  # epochs ASHA saved
+
+    def line(self, now: float) -> str:
+        elapsed = now - self.start
+        text = f"[study] {self.done} trial-epochs done"
+        if self.planned:
+            text += f" of at most {self.planned}"
+            if self.done:
+                left = elapsed / self.done * max(0, self.planned - self.done)
+                text += f", elapsed {format_seconds(elapsed)}, ETA <= {format_seconds(left)}"
+        return text

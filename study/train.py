@@ -1,0 +1,171 @@
+"""The training core: model, optimiser and device-resident data for one trial. No Ray here.
+
+`train_one_epoch` and `evaluate` are plain functions that return metric dicts; `Trainer` ties
+them to one `TrialConfig`, times them, and saves/loads its whole state so a trial can stop and
+continue bit-for-bit (model, optimiser, epoch, and every random generator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from study.config import TrialConfig
+from study.data import BatchLoader, ImageData
+from study.models import create_model, is_conv_net
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" is cuda when this process can see a GPU (Ray sets CUDA_VISIBLE_DEVICES per trial)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device is 'cuda' but this process sees no GPU; ask for gpu > 0 per trial")
+    return torch.device(name)
+
+
+def autocast_dtype(cfg: TrialConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast: on by default on cuda; fp32 (None) by default on cpu."""
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def make_optimizer(cfg: TrialConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class Precision:
+    """How batches enter the model: autocast dtype and memory format."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype | None, channels_last: bool) -> None:
+        self.device, self.dtype, self.channels_last = device, dtype, channels_last
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def train_one_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, loader: BatchLoader, precision: Precision
+) -> dict[str, float]:
+    """One pass over `loader`. Returns mean train_loss and train_acc over the images seen."""
+    model.train()
+    # Sums stay on the device; one host sync at the end, not one per batch.
+    loss_sum = torch.zeros((), device=precision.device)
+    correct = torch.zeros((), device=precision.device, dtype=torch.long)
+    seen = 0
+    for x, y in loader:
+        with precision.autocast():
+            logits = model(precision.prepare(x))  # (B, classes)
+            loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen, "train_images": seen}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision) -> dict[str, float]:
+    """Mean test_loss and test_acc over every image in `loader` (no augmentation)."""
+    model.eval()
+    loss_sum = torch.zeros((), device=precision.device)
+    correct = torch.zeros((), device=precision.device, dtype=torch.long)
+    seen = 0
+    for x, y in loader:
+        with precision.autocast():
+            logits = model(precision.prepare(x))
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    return {"test_loss": loss_sum.item() / seen, "test_acc": correct.item() / seen}
+
+
+class Trainer:
+    """One trial's training state, built from a `TrialConfig` and an `ImageData`."""
+
+    def __init__(self, cfg: TrialConfig, data: ImageData, device: torch.device | None = None) -> None:
+        self.cfg = cfg
+        self.device = device or resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)  # model init and dropout masks
+        model = create_model(cfg.model, data.num_classes, **cfg.model_kwargs())
+        channels_last = cfg.channels_last
+        if channels_last is None:
+            channels_last = self.device.type == "cuda" and is_conv_net(model)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        self.forward_model = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = make_optimizer(cfg, self.model.parameters())
+        self.precision = Precision(self.device, autocast_dtype(cfg, self.device), channels_last)
+        # The dataset moves to the device once; batches are index slices of it from here on.
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.train_loader = BatchLoader(
+            data.train_x.to(self.device), data.train_y.to(self.device), cfg.batch_size,
+            data.mean, data.std, cfg.augment, self.generator, drop_last_single=True,
+        )  # fmt: skip
+        self.test_loader = BatchLoader(
+            data.test_x.to(self.device), data.test_y.to(self.device), cfg.eval_batch_size, data.mean, data.std
+        )
+        self.epoch = 0  # epochs completed
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch, then evaluate. Returns the metrics a trial reports for this epoch."""
+        start = time.perf_counter()
+        train = train_one_epoch(self.forward_model, self.optimizer, self.train_loader, self.precision)
+        train_time = time.perf_counter() - start
+        test = evaluate(self.forward_model, self.test_loader, self.precision)
+        self.epoch += 1
+        diverged = not (math.isfinite(train["train_loss"]) and math.isfinite(test["test_loss"]))
+        return {
+            "epoch": self.epoch,
+            **{k: v for k, v in train.items() if k != "train_images"},
+            **test,
+            "epoch_time_s": time.perf_counter() - start,  # train + evaluation
+            "images_per_s": train["train_images"] / train_time,  # training throughput only
+            "diverged": diverged,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.epoch = int(state["epoch"])
+
+    def save(self, path: str) -> None:
+        torch.save(self.state_dict(), path)
+
+    def load(self, path: str) -> None:
+        """Load a checkpoint file; only tensors and plain containers (weights_only=True)."""
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))

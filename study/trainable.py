@@ -1,0 +1,63 @@
+"""The Ray Tune function trainable: a thin wrapper over `study.train.Trainer`.
+
+It turns Tune's `config` into a `TrialConfig`, resumes from `tune.get_checkpoint()` if Tune
+hands one over, and after every epoch reports the metrics with a checkpoint of the full state.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Mapping
+
+import ray
+from ray import tune
+
+from study.config import TrialConfig
+from study.data import load_dataset
+from study.errors import StudyError
+from study.train import Trainer
+
+CHECKPOINT_FILE = "trainer.pt"
+META_KEY = "study"  # config entry with the experiment's own metadata; not a TrialConfig field
+VARIANT_KEY = "variant"  # config entry {"name": ..., **overrides} for named variants
+
+
+def trial_config(config: Mapping[str, Any]) -> TrialConfig:
+    """Tune's config -> TrialConfig: drop the metadata, fold a named variant's overrides in."""
+    raw = {k: v for k, v in config.items() if k not in (META_KEY, VARIANT_KEY)}
+    variant = dict(config.get(VARIANT_KEY) or {})
+    variant.pop("name", None)
+    return TrialConfig.from_dict({**raw, **variant}, "trial config")
+
+
+class CorruptCheckpoint(StudyError):
+    """A checkpoint file that torch cannot read back."""
+
+
+def load_checkpoint(trainer: Trainer, checkpoint: tune.Checkpoint) -> None:
+    with checkpoint.as_directory() as folder:
+        path = os.path.join(folder, CHECKPOINT_FILE)
+        try:
+            trainer.load(path)
+        except Exception as exc:  # torch raises many types for a truncated or foreign file
+            raise CorruptCheckpoint(f"{path}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def train_trial(config: dict[str, Any]) -> None:
+    """Train one trial, reporting once per epoch. Resumes from Tune's checkpoint if there is one."""
+    cfg = trial_config(config)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test)
+    trainer = Trainer(cfg, data)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        load_checkpoint(trainer, checkpoint)  # continues at the next epoch, not at 0
+    node_id = ray.get_runtime_context().get_node_id()
+    while trainer.epoch < cfg.epochs:
+        metrics = trainer.run_epoch()
+        metrics.update(node_id=node_id, pid=os.getpid(), device=str(trainer.device))
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save(os.path.join(folder, CHECKPOINT_FILE))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        if metrics["diverged"]:
+            return  # loss is NaN/inf: stop this trial, let the study go on
