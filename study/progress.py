@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 from ray.tune import Callback
 
@@ -29,11 +29,10 @@ class EtaCallback(Callback):
         every_s: seconds between progress lines.
     """
 
-    def __init__(self, planned_trials: int | None, max_t: int, every_s: float = 15.0, out: TextIO = sys.stdout) -> None:
+    def __init__(self, planned_trials: int | None, max_t: int, every_s: float = 15.0) -> None:
         self.planned = planned_trials * max_t if planned_trials else None
         self.max_t = max_t
         self.every_s = every_s
-        self.out = out
         self.done = 0
         self.start = time.monotonic()
         self.last_print = self.start
@@ -47,7 +46,7 @@ class EtaCallback(Callback):
         now = time.monotonic()
         if now - self.last_print >= self.every_s:
             self.last_print = now
-            print(self.line(now), file=self.out, flush=True)
+            print(self.line(now), file=sys.stdout, flush=True)  # looked up now: the Tuner pickles callbacks
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self.planned is not None:

@@ -1,0 +1,117 @@
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+
+from study.data import AUGMENTATIONS, BatchLoader, augment, load_dataset
+from study.data.augment import crop_at, flip_where
+from study.errors import StudyError
+
+
+@pytest.fixture
+def batch():
+    return torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", AUGMENTATIONS)
+def test_augmentations_keep_shape_and_dtype(batch, name):
+    out = augment(batch, name, torch.Generator().manual_seed(1))
+    assert out.shape == batch.shape and out.dtype == batch.dtype
+
+
+def test_flip_really_mirrors(batch):
+    mask = torch.tensor([True, False] * 8)
+    out = flip_where(batch, mask)
+    for i in range(16):
+        expected = TF.hflip(batch[i]) if mask[i] else batch[i]
+        assert torch.equal(out[i], expected)
+    assert torch.equal(out[0][..., 0], batch[0][..., -1])
+
+
+def test_crop_matches_torchvision_per_image(batch):
+    gen = torch.Generator().manual_seed(2)
+    top, left = torch.randint(0, 9, (2, 16), generator=gen)
+    out = crop_at(batch, top, left)
+    for i in range(16):
+        expected = TF.crop(TF.pad(batch[i], [4]), int(top[i]), int(left[i]), 32, 32)
+        assert torch.equal(out[i], expected)
+
+
+def test_random_augmentation_is_reproducible_from_the_generator(batch):
+    a = augment(batch, "flip+crop", torch.Generator().manual_seed(3))
+    b = augment(batch, "flip+crop", torch.Generator().manual_seed(3))
+    c = augment(batch, "flip+crop", torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_unknown_augmentation_is_rejected(batch):
+    with pytest.raises(ValueError, match="must be one of none, flip, crop, flip\\+crop"):
+        augment(batch, "rotate", torch.Generator())
+
+
+@pytest.mark.parametrize("n,batch_size", [(100, 32), (97, 10), (64, 64)])
+def test_loader_yields_every_index_exactly_once_per_epoch(n, batch_size):
+    # Label i marks image i, so the labels seen are the indices drawn.
+    images = torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
+    loader = BatchLoader(images, torch.arange(n), batch_size, (0.5,) * 3, (0.25,) * 3, "flip+crop", torch.Generator().manual_seed(0))
+    epochs = [torch.cat([y for _, y in loader]) for _ in range(2)]
+    for seen in epochs:
+        assert sorted(seen.tolist()) == list(range(n))
+    assert not torch.equal(epochs[0], epochs[1])  # a fresh permutation each epoch
+
+
+def test_loader_normalises_with_the_dataset_stats():
+    images = torch.full((4, 3, 32, 32), 255, dtype=torch.uint8)
+    x, _ = next(iter(BatchLoader(images, torch.arange(4), 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))))
+    assert x.dtype == torch.float32
+    assert torch.allclose(x, torch.full_like(x, 2.0))  # (1.0 - 0.5) / 0.25
+
+
+def test_digits_is_embedded_stratified_and_fixed():
+    data = load_dataset("digits")
+    assert data.train_x.shape[1:] == (3, 32, 32) and data.train_x.dtype == torch.uint8
+    assert len(data.train_y) + len(data.test_y) == 1797 and data.num_classes == 10
+    assert torch.bincount(data.test_y).min() >= 40  # every class in the test split
+    assert torch.equal(load_dataset.__wrapped__("digits").test_y, data.test_y)
+
+
+def test_synthetic_takes_any_size():
+    data = load_dataset("synthetic", num_train=300, num_test=50)
+    assert len(data.train_y) == 300 and len(data.test_y) == 50
+
+
+def test_subset_cuts_to_num_train():
+    data = load_dataset("digits", num_train=200, num_test=100)
+    assert len(data.train_y) == 200 and len(data.test_y) == 100
+
+
+def test_cifar_offline_is_one_clear_line(monkeypatch, tmp_path):
+    from torchvision.datasets import CIFAR100
+
+    from tests.conftest import UNREACHABLE
+
+    monkeypatch.setattr(CIFAR100, "url", f"{UNREACHABLE}/cifar-100-python.tar.gz")
+    with pytest.raises(StudyError) as err:
+        load_dataset.__wrapped__("cifar100", str(tmp_path / "cifar"))
+    message = str(err.value)
+    assert "\n" not in message
+    assert "cifar100" in message and str(tmp_path / "cifar") in message and "digits" in message
+
+
+def test_imagefolder_reads_a_users_folders(tmp_path):
+    from PIL import Image
+
+    for split, n in (("train", 3), ("test", 2)):
+        for cls, color in (("cat", (255, 0, 0)), ("dog", (0, 0, 255))):
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (48, 40), color).save(folder / f"{i}.png")
+    data = load_dataset.__wrapped__("imagefolder", str(tmp_path))
+    assert data.classes == ("cat", "dog")
+    assert data.train_x.shape == (6, 3, 32, 32) and data.test_x.shape == (4, 3, 32, 32)
+    assert data.train_x[0, 0].float().mean() == 255  # red cat
+
+
+def test_imagefolder_missing_split_is_a_clear_error(tmp_path):
+    with pytest.raises(StudyError, match="train"):
+        load_dataset.__wrapped__("imagefolder", str(tmp_path))

@@ -1,0 +1,111 @@
+"""Search-space files: conversion to Tune, and one test per kind of bad input (exit 2, one line)."""
+
+import os
+
+import pytest
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.sample import Categorical, Float, Integer
+
+from study.run import make_scheduler, make_search, param_space
+from study.space import Domain, load_spec
+
+GOOD = """
+name: demo
+dataset: synthetic
+variants:
+  small: {model: cnn, channels: 8}
+  mlp: {model: mlp, hidden: 64}
+baseline: mlp
+space:
+  seed: {grid: [0, 1, 2]}
+  lr: {loguniform: [0.0001, 0.1]}
+  dropout: {uniform: [0.0, 0.5]}
+  fc_width: {choice: [64, 128]}
+  batch_size: {randint: [16, 64]}
+  epochs: 3
+"""
+
+
+def test_every_domain_kind_converts_to_tune(write_yaml):
+    spec = load_spec(write_yaml(GOOD))
+    space = param_space(spec)
+    assert space["seed"] == tune.grid_search([0, 1, 2])
+    assert isinstance(space["lr"], Float) and space["lr"].lower == 0.0001 and space["lr"].upper == 0.1
+    assert isinstance(space["lr"].get_sampler(), Float._LogUniform)
+    assert isinstance(space["dropout"], Float) and not isinstance(space["dropout"].get_sampler(), Float._LogUniform)
+    assert isinstance(space["fc_width"], Categorical) and space["fc_width"].categories == [64, 128]
+    assert isinstance(space["batch_size"], Integer) and (space["batch_size"].lower, space["batch_size"].upper) == (16, 64)
+    assert space["epochs"] == 3 and space["dataset"] == "synthetic"
+    names = [v["name"] for v in space["variant"]["grid_search"]]
+    assert names == ["small", "mlp"]
+    assert space["study"] == {"experiment": "demo", "baseline": "mlp", "max_t": 3}
+    assert spec.num_trials() == 3 * 2
+    assert isinstance(make_scheduler(spec), ASHAScheduler)
+    assert make_search(spec) is None
+
+
+def test_fifo_and_optuna(write_yaml):
+    spec = load_spec(write_yaml("scheduler: {type: fifo}\nsearch: {type: optuna, max_concurrent: 3, seed: 1}\nspace: {lr: {loguniform: [0.001, 0.1]}}\n"))
+    assert isinstance(make_scheduler(spec), FIFOScheduler)
+    search = make_search(spec)
+    assert isinstance(search, ConcurrencyLimiter) and search.max_concurrent == 3
+
+
+def test_cli_overrides_are_applied_and_checked(write_yaml):
+    spec = load_spec(write_yaml(GOOD), {"max_epochs": 2, "dataset": "digits", "seed": 7, "gpus_per_trial": 0.25})
+    assert spec.space["epochs"] == 2 and spec.max_epochs() == 2 and spec.dataset == "digits"
+    assert spec.space["seed"] == 7 and spec.resources.gpu == 0.25
+    assert isinstance(spec.space["lr"], Domain)
+
+
+def test_every_shipped_space_validates(run_cli):
+    root = os.path.join(os.path.dirname(__file__), "..", "search_spaces")
+    files = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".yaml")]
+    assert files
+    code, out, err = run_cli("validate", *files)
+    assert code == 0, err
+    assert out.count(": ok") == len(files)
+
+
+BAD = [
+    ("name: x\nspace: {lr: 0.1]\n", "line 2: YAML syntax error"),
+    ("nmae: x\n", "nmae: unknown key; expected one of: name"),
+    ("space: {chanels: 64}\n", "space.chanels: unknown config field"),
+    ("space: {epochs: three}\n", "space.epochs: expected an integer, got 'three'"),
+    ("space: {batch_norm: 1}\n", "space.batch_norm: expected true or false, got 1"),
+    ("space: {model: vgg}\n", "space.model: expected one of cnn, mlp, resnet18, got 'vgg'"),
+    ("dataset: imagenet\n", "dataset: expected one of cifar10, cifar100, digits, imagefolder, synthetic, got 'imagenet'"),
+    ("space: {augment: {grid: [flip, rotate]}}\n", "space.augment.grid: expected one of none, flip, crop, flip+crop, got 'rotate'"),
+    ("space: {epochs: 0}\n", "space.epochs: expected a value > 0, got 0"),
+    ("space: {lr: {loguniform: [0, 0.1]}}\n", "space.lr.loguniform: expected a value > 0, got 0"),
+    ("space: {lr: {loguniform: [0.1, 0.01]}}\n", "space.lr.loguniform: expected low < high"),
+    ("space: {seed: {grid: []}}\n", "space.seed.grid: expected a non-empty list, got []"),
+    ("space: {lr: {normal: [0, 1]}}\n", "space.lr: expected a value or one of {grid, choice"),
+    ("scheduler: {type: hyperband}\n", "scheduler.type: expected asha or fifo, got 'hyperband'"),
+    ("scheduler: {reduction_factor: 1}\n", "scheduler.reduction_factor: is 1.0, but must be >= 2"),
+    ("search: {type: optuna}\nspace: {seed: {grid: [0, 1]}}\n", "space.seed.grid: optuna samples its points"),
+    ("metric: accuracy\n", "metric: expected one of test_acc"),
+    ("variants: {a: {model: cnn}}\nbaseline: b\n", "baseline: expected one of the variants (a), got 'b'"),
+    ("variants: {a: {channels: -1}}\n", "variants.a.channels: expected a value > 0, got -1"),
+    ("resources: {gpu: 1.5}\n", "resources.gpu: fractions are for sharing one GPU"),
+    ("- a\n- b\n", "expected a mapping of keys"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD, ids=[m.split(":")[0] for _, m in BAD])
+def test_bad_input_is_one_line_naming_file_and_key(write_yaml, run_cli, text, message):
+    path = write_yaml(text)
+    code, out, err = run_cli("validate", path)
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"study: error: {path}: ")
+    assert message in err
+
+
+def test_missing_file_and_unknown_flag(run_cli, tmp_path):
+    code, _, err = run_cli("validate", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "no such search-space file" in err
+    code, _, err = run_cli("run", "x.yaml", "--max-epoch", "3", "--frobnicate")
+    assert code == 2 and "unrecognized arguments: --frobnicate" in err and err.count("\n") == 1

@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from study.config import TrialConfig
+from study.data import load_dataset
+from study.errors import StudyError
+from study.train import Trainer
+
+TINY = dict(dataset="synthetic", num_train=256, num_test=128, model="cnn", channels=8, fc_width=64, batch_size=32, lr=3e-3)
+
+
+def tiny(**changes) -> TrialConfig:
+    return TrialConfig.from_dict({**TINY, **changes})
+
+
+def data_for(cfg: TrialConfig):
+    return load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test)
+
+
+@pytest.mark.parametrize("model", ["cnn", "mlp"])
+def test_overfits_256_images(model):
+    cfg = tiny(model=model, hidden=256, epochs=12)
+    trainer = Trainer(cfg, data_for(cfg))
+    losses = [trainer.run_epoch()["train_loss"] for _ in range(cfg.epochs)]
+    assert losses[-1] <= losses[0] / 2, losses
+
+
+def test_epoch_metrics_are_complete_and_sane():
+    cfg = tiny()
+    metrics = Trainer(cfg, data_for(cfg)).run_epoch()
+    assert set(metrics) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "images_per_s", "diverged"}
+    assert metrics["epoch"] == 1 and 0 <= metrics["test_acc"] <= 1 and metrics["images_per_s"] > 0
+    assert metrics["diverged"] is False
+
+
+def test_same_seed_same_run_other_seed_other_run():
+    runs = [Trainer(tiny(seed=s, augment="flip+crop", dropout=0.5), data_for(tiny())).run_epoch() for s in (0, 0, 1)]
+    assert runs[0]["train_loss"] == runs[1]["train_loss"]
+    assert runs[0]["train_loss"] != runs[2]["train_loss"]
+
+
+def test_checkpoint_resume_continues_exactly(tmp_path):
+    """Stop after 2 epochs, load into a fresh Trainer, and epoch 3 matches an unbroken run."""
+    cfg = tiny(augment="flip+crop", dropout=0.3, epochs=3)
+    data = data_for(cfg)
+    unbroken = Trainer(cfg, data)
+    expected = [unbroken.run_epoch() for _ in range(3)][-1]
+
+    first = Trainer(cfg, data)
+    first.run_epoch(), first.run_epoch()
+    first.save(str(tmp_path / "ckpt.pt"))
+    resumed = Trainer(cfg, data)
+    resumed.load(str(tmp_path / "ckpt.pt"))
+    assert resumed.epoch == 2
+    got = resumed.run_epoch()
+    assert got["epoch"] == 3
+    assert got["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-5)
+    assert got["test_acc"] == pytest.approx(expected["test_acc"])
+
+
+def test_huge_lr_is_reported_as_diverged():
+    cfg = tiny(lr=1e3, optimizer="sgd", momentum=0.9)
+    trainer = Trainer(cfg, data_for(cfg))
+    results = [trainer.run_epoch() for _ in range(2)]
+    assert any(r["diverged"] for r in results)
+
+
+def test_channels_last_is_honoured_on_cpu():
+    cfg = tiny(channels_last=True)
+    trainer = Trainer(cfg, data_for(cfg))
+    conv = trainer.model.features[0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert trainer.run_epoch()["train_loss"] > 0
+    default = Trainer(tiny(), data_for(cfg))  # auto: off on cpu
+    assert not default.precision.channels_last
+
+
+def test_precision_bf16_autocasts_and_auto_is_fp32_on_cpu():
+    cfg = tiny(precision="bf16")
+    trainer = Trainer(cfg, data_for(cfg))
+    seen = []
+    trainer.model.classifier[-1].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    trainer.run_epoch()
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    assert Trainer(tiny(), data_for(cfg)).precision.dtype is None
+
+
+def test_config_rejects_bad_values_with_the_key():
+    with pytest.raises(StudyError, match="epochs: expected a value > 0, got 0"):
+        tiny(epochs=0)
+    with pytest.raises(StudyError, match="lr: expected a number, got 'fast'"):
+        tiny(lr="fast")
+    with pytest.raises(StudyError, match="unknown config field"):
+        TrialConfig.from_dict({"chanels": 3})

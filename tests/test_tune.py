@@ -1,0 +1,124 @@
+"""A real Ray Tune study: Tuner.fit with ASHA on synthetic data, then the CLI end to end."""
+
+import glob
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+from study.run import make_tuner
+from study.space import load_spec
+from study.trainable import CHECKPOINT_FILE, trial_config
+
+pytestmark = pytest.mark.slow
+
+# Two learning rates, one hopeless: ASHA must stop the hopeless trials at its first rung.
+# cpu: 2 runs the trials one at a time on the 2-CPU test Ray, so the rung order is fixed:
+# a good trial always records first, and each hopeless one lands below the rung's median.
+ASHA_SPACE = """
+name: asha_test
+dataset: synthetic
+scheduler: {type: asha, max_t: 3, grace_period: 1, reduction_factor: 2}
+resources: {cpu: 2}
+space:
+  lr: {grid: [0.003, 0.0000001]}
+  seed: {grid: [0, 1]}
+  epochs: 3
+  model: cnn
+  channels: 8
+  fc_width: 64
+  batch_size: 64
+  num_train: 512
+  num_test: 256
+"""
+
+
+def test_tuner_with_asha_reports_stops_and_checkpoints(ray_session, write_yaml, tmp_path):
+    spec = load_spec(write_yaml(ASHA_SPACE))
+    tuner = make_tuner(spec, str(tmp_path), "asha_test", {"cpu": 2, "gpu": 0})
+    results = tuner.fit()
+
+    assert len(results) == 4 and not results.errors
+    epochs = {r.config["lr"]: [] for r in results}
+    for r in results:
+        assert {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "images_per_s"} <= set(r.metrics)
+        epochs[r.config["lr"]].append(r.metrics["epoch"])
+    assert max(epochs[0.003]) == 3  # the best trial ran to max_t
+    assert min(epochs[0.0000001]) < 3, f"ASHA stopped nothing early: {epochs}"
+
+    best = results.get_best_result(metric="test_acc", mode="max")
+    cfg = trial_config(best.config)
+    from study.data import load_dataset
+    from study.train import Trainer
+
+    trainer = Trainer(cfg, load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test))
+    with best.checkpoint.as_directory() as folder:
+        trainer.load(os.path.join(folder, CHECKPOINT_FILE))
+    assert trainer.epoch == best.metrics["epoch"]
+    assert trainer.model.features[0].weight.abs().sum() > 0
+    # The loaded model scores what the trial reported for that epoch.
+    test = trainer.test_loader
+    trainer.model.eval()
+    with torch.no_grad():
+        correct = sum((trainer.model(x).argmax(1) == y).sum().item() for x, y in test)
+    assert correct / len(test.labels) == pytest.approx(best.metrics["test_acc"])
+    # num_to_keep=2: older checkpoints are deleted as the trial goes.
+    assert len(glob.glob(os.path.join(best.path, "checkpoint_*"))) <= 2
+
+
+QUICK = """
+name: cli_test
+dataset: digits
+variants:
+  mlp: {model: mlp, hidden: 64}
+  cnn: {model: cnn, channels: 8, fc_width: 64}
+space:
+  seed: {grid: [0, 1]}
+  epochs: 2
+  lr: 0.003
+  batch_size: 128
+  num_train: 400
+"""
+
+
+def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
+    space = write_yaml(QUICK)
+    code, out, err = run_cli("run", space, "--storage-path", str(tmp_path), "--name", "exp")
+    assert code == 0, err
+    exp = tmp_path / "exp"
+    assert (exp / "study.yaml").exists()
+    for table in ("per_variant", "effects", "against_report", "compute", "best_trials"):
+        assert (exp / "analysis" / f"{table}.csv").exists() and (exp / "analysis" / f"{table}.md").exists()
+        assert table.split("_")[0] in out.lower() or table == "against_report"
+    assert (exp / "analysis" / "curves_cli_test.png").stat().st_size > 10_000
+
+    raw = pd.read_csv(exp / "analysis" / "results.csv")
+    per_variant = pd.read_csv(exp / "analysis" / "per_variant.csv").set_index("variant")
+    # Table numbers agree with the raw per-epoch results.
+    last = raw.sort_values("epoch").groupby("trial_id").tail(1)
+    for variant, g in last.groupby("variant"):
+        assert per_variant.loc[variant, "trials"] == 2 == g["config_seed"].nunique()
+        assert per_variant.loc[variant, "final_test_acc"] == pytest.approx(g["test_acc"].mean())
+    effects = pd.read_csv(exp / "analysis" / "effects.csv")
+    assert list(effects["variant"]) == ["cnn"] and effects["baseline"][0] == "mlp"
+    assert effects["effect"][0] == pytest.approx(per_variant.loc["cnn", "final_test_acc"] - per_variant.loc["mlp", "final_test_acc"])
+
+    # Same name again: refused, nothing written over.
+    code, _, err = run_cli("run", space, "--storage-path", str(tmp_path), "--name", "exp")
+    assert code == 2 and "already exists; pass --resume" in err
+
+
+def test_analyze_missing_or_empty_folder_is_exit_2(run_cli, tmp_path):
+    code, _, err = run_cli("analyze", str(tmp_path / "missing"))
+    assert code == 2 and "no such experiment folder" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli("analyze", str(tmp_path / "empty"))
+    assert code == 2 and "not a Ray Tune experiment folder" in err and err.count("\n") == 1
+
+
+def test_registries_are_listed(run_cli):
+    code, out, _ = run_cli("models")
+    assert code == 0 and all(name in out for name in ("mlp", "cnn", "resnet18")) and "channels=128" in out
+    code, out, _ = run_cli("datasets")
+    assert code == 0 and all(name in out for name in ("cifar100", "cifar10", "digits", "synthetic", "imagefolder"))
