@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     over.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; 0.25 packs 4 trials on a GPU")
     over.add_argument("--seed", type=int, help="one fixed trial seed, replacing the file's seed grid")
     over.add_argument("--max-failures", type=int, help="retries of a crashed trial (default 2)")
+    over.add_argument("--scheduler", choices=("asha", "fifo"),
+                      help="fifo runs every trial to max_t (clean ablations); asha stops the weak early")  # fmt: skip
+    over.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                      help="fix any config field, e.g. --set num_train=500 --set batch_size=64 (repeatable)")  # fmt: skip
     run.add_argument("--resume", action="store_true",
                      help="continue the newest run of this file (or --name) instead of starting anew")  # fmt: skip
 
@@ -80,7 +84,10 @@ def expand_spaces(paths: Sequence[str]) -> list[str]:
     return files
 
 
-OVERRIDES = ("dataset", "data_dir", "num_samples", "max_epochs", "cpus_per_trial", "gpus_per_trial", "seed", "max_failures")
+OVERRIDES = (
+    "dataset", "data_dir", "num_samples", "max_epochs", "cpus_per_trial", "gpus_per_trial", "seed",
+    "max_failures", "scheduler", "set",
+)  # fmt: skip
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -199,8 +199,20 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
             }
             sched = dict(raw.get("scheduler") or {})
             sched["max_t"] = value
-            sched["grace_period"] = min(int(sched.get("grace_period", 1)), value)
+            # Keep ASHA meaningful on short runs: a grace period of at most a third of the epochs.
+            sched["grace_period"] = min(int(sched.get("grace_period", 1)), max(1, value // 3))
             raw["scheduler"] = sched
+        elif key == "scheduler":
+            raw["scheduler"] = {**(raw.get("scheduler") or {}), "type": value}
+        elif key == "set":
+            for item in value:
+                field_name, sep, text = item.partition("=")
+                if not sep or not field_name:
+                    raise StudyError(f"--set: expected FIELD=VALUE (e.g. num_train=500), got {item!r}")
+                try:
+                    space[field_name.strip()] = yaml.safe_load(text)
+                except yaml.YAMLError:
+                    raise StudyError(f"--set {item}: the value is not valid YAML") from None
         elif key in ("cpus_per_trial", "gpus_per_trial"):
             res = dict(raw.get("resources") or {})
             res["cpu" if key == "cpus_per_trial" else "gpu"] = value

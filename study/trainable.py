@@ -6,6 +6,7 @@ hands one over, and after every epoch reports the metrics with a checkpoint of t
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from typing import Any, Mapping
@@ -46,6 +47,9 @@ def load_checkpoint(trainer: Trainer, checkpoint: tune.Checkpoint) -> None:
 
 def train_trial(config: dict[str, Any]) -> None:
     """Train one trial, reporting once per epoch. Resumes from Tune's checkpoint if there is one."""
+    # Ray logs every persisted checkpoint at INFO from the worker; once per epoch per trial drowns
+    # the progress table. Warnings still show.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cfg = trial_config(config)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test)
     trainer = Trainer(cfg, data)

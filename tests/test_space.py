@@ -109,3 +109,13 @@ def test_missing_file_and_unknown_flag(run_cli, tmp_path):
     assert code == 2 and "no such search-space file" in err
     code, _, err = run_cli("run", "x.yaml", "--max-epoch", "3", "--frobnicate")
     assert code == 2 and "unrecognized arguments: --frobnicate" in err and err.count("\n") == 1
+
+
+def test_set_and_scheduler_overrides(write_yaml, run_cli):
+    spec = load_spec(write_yaml(GOOD), {"set": ["num_train=300", "augment=flip"], "scheduler": "fifo"})
+    assert spec.space["num_train"] == 300 and spec.space["augment"] == "flip"
+    assert isinstance(make_scheduler(spec), FIFOScheduler)
+    code, _, err = run_cli("run", write_yaml(GOOD), "--set", "num_train=-5")
+    assert code == 2 and "space.num_train: expected a value >= 0, got -5" in err
+    code, _, err = run_cli("run", write_yaml(GOOD), "--set", "num_train")
+    assert code == 2 and "--set: expected FIELD=VALUE" in err

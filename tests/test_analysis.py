@@ -1,0 +1,97 @@
+"""The analysis tables are pure functions: checked here on hand-made tidy frames."""
+
+import math
+import os
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis import against_report, compute, effects, mean_ci, per_variant
+from analysis.report import load_reference
+
+
+def tidy(trials: list[tuple[str, int, list[float]]], epochs: int = 3, experiment: str = "exp", baseline: str = "a") -> pd.DataFrame:
+    """Rows per (variant, seed, test_acc per epoch); train_acc = test_acc + 0.1."""
+    rows = []
+    for i, (variant, seed, accs) in enumerate(trials):
+        for e, acc in enumerate(accs, start=1):
+            rows.append({
+                "experiment": experiment, "trial_id": f"t{i}", "variant": variant, "baseline": baseline,
+                "config_seed": seed, "config_epochs": epochs, "max_t": epochs, "epoch": e,
+                "test_acc": acc, "train_acc": acc + 0.1, "train_loss": 1.0 / e, "diverged": False,
+                "status": "TERMINATED", "time_total_s": 2.0 * e, "timestamp": 1000 + 10 * i + 2 * e,
+                "images_per_s": 100.0,
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+FRAME = tidy([
+    ("a", 0, [0.1, 0.2, 0.30]), ("a", 1, [0.1, 0.2, 0.32]), ("a", 2, [0.1, 0.2, 0.31]),
+    ("b", 0, [0.2, 0.4, 0.50]), ("b", 1, [0.2, 0.4, 0.52]), ("b", 2, [0.2, 0.4]),  # b/2 stopped early
+])  # fmt: skip
+
+
+def test_mean_ci_is_student_t():
+    mean, std, low, high = mean_ci([0.30, 0.32, 0.31])
+    assert mean == pytest.approx(0.31) and std == pytest.approx(0.01)
+    half = stats.t.ppf(0.975, 2) * 0.01 / math.sqrt(3)
+    assert (low, high) == pytest.approx((0.31 - half, 0.31 + half))
+    assert math.isnan(mean_ci([0.5])[2])
+
+
+def test_per_variant_counts_means_and_early_stops():
+    t = per_variant(FRAME).set_index("variant")
+    assert t.loc["a", "trials"] == 3 and t.loc["a", "seeds"] == 3
+    assert t.loc["a", "final_test_acc"] == pytest.approx(0.31)
+    assert t.loc["b", "final_test_acc"] == pytest.approx((0.50 + 0.52 + 0.4) / 3)
+    assert t.loc["b", "best_test_acc"] == pytest.approx((0.50 + 0.52 + 0.4) / 3)
+    assert t.loc["b", "stopped_early"] == pytest.approx(1 / 3) and t.loc["a", "stopped_early"] == 0
+    assert t.loc["a", "train_test_gap"] == pytest.approx(0.1)
+
+
+def test_effects_use_welch_over_seeds():
+    e = effects(FRAME).set_index("variant")
+    a, b = [0.30, 0.32, 0.31], [0.50, 0.52, 0.4]
+    assert e.loc["b", "effect"] == pytest.approx(sum(b) / 3 - sum(a) / 3)
+    assert e.loc["b", "p_value"] == pytest.approx(stats.ttest_ind(b, a, equal_var=False).pvalue)
+    assert e.loc["b", "baseline"] == "a" and e.loc["b", "effect"] > 0
+
+
+def test_effects_say_when_seeds_are_too_few():
+    frame = tidy([("a", 0, [0.3]), ("b", 0, [0.5]), ("b", 1, [0.6])], epochs=1)
+    verdict = effects(frame).set_index("variant").loc["b", "verdict"]
+    assert verdict.startswith("too few seeds to tell")
+
+
+def test_against_report_verdicts():
+    reference = pd.DataFrame([
+        {"experiment": "exp", "variant": "a", "metric": "test_acc", "epoch": 3, "value": 0.31, "passage": "p1"},
+        {"experiment": "exp", "variant": "a", "metric": "test_acc", "epoch": 3, "value": 0.20, "passage": "p2"},
+        {"experiment": "exp", "variant": "a", "metric": "peak_test_acc", "epoch": None, "value": 0.60, "passage": "p3"},
+        {"experiment": "exp", "variant": "b", "metric": "test_acc", "epoch": 3, "value": 0.51, "passage": "p4"},
+        {"experiment": "exp", "variant": "c", "metric": "test_acc", "epoch": 3, "value": 0.5, "passage": "p5"},
+        {"experiment": "exp", "variant": "a", "metric": "train_loss", "epoch": 1, "value": 1.0, "passage": "p6"},
+    ])  # fmt: skip
+    t = against_report(FRAME, reference)
+    assert list(t["verdict"]) == ["reproduced", "higher", "lower", "reproduced", "not run", "reproduced"]
+    assert t.loc[3, "n"] == 2  # b/2 never reached epoch 3
+    assert t.loc[0, "measured"] == pytest.approx(0.31)
+
+
+def test_compute_counts_what_asha_saved():
+    c = compute(FRAME).iloc[0]
+    assert c["trials"] == 6 and c["planned_epochs"] == 18 and c["trial_epochs"] == 17
+    assert c["asha_saved_epochs"] == 1 and c["stopped_early"] == 1
+
+
+def test_reference_covers_every_report_experiment_with_known_variants():
+    import yaml
+
+    reference = load_reference()
+    assert {"experiment", "variant", "metric", "epoch", "value", "passage"} <= set(reference)
+    for experiment, rows in reference.groupby("experiment"):
+        with open(os.path.join(os.path.dirname(__file__), "..", "search_spaces", "report", f"{experiment}.yaml")) as f:
+            variants = yaml.safe_load(f)["variants"]
+        assert set(rows["variant"]) <= set(variants), experiment
+    assert set(reference["metric"]) <= {"test_acc", "peak_test_acc", "train_loss"}
