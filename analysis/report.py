@@ -85,7 +85,7 @@ def summarize_experiments(paths: Sequence[str], out: str | None = None, plots: b
     }
     titles = {
         "per_variant": "1. Per variant (mean ± std over seeds, [95% CI])",
-        "effects": "2. Ablation effects on final test_acc (Welch t-test over seeds)",
+        "effects": "2. Ablation effects on test_acc at the last epoch both sides reached (Welch t-test over seeds)",
         "against_report": "3. Against the report",
         "compute": "4. Compute, and what ASHA saved",
         "best_trials": "Best trials",

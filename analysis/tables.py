@@ -60,32 +60,40 @@ def per_variant(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def effects(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Table 2: each variant's final test_acc minus its experiment's baseline, Welch t-test over seeds."""
+    """Table 2: each variant's test_acc minus its experiment's baseline, Welch t-test over seeds.
+
+    Both sides are read at the same epoch: the last one that every trial of the two reached.
+    Under ASHA a stopped variant would otherwise be compared at epoch 1 against a baseline at
+    epoch 20, and the "effect" would measure training time, not the ablation.
+    """
     trials = trial_summary(frame)
+    columns = ["experiment", "variant", "baseline", "at_epoch", "n", "n_baseline", "effect", "p_value", "verdict"]
     rows = []
     for experiment, g in trials.groupby("experiment", sort=False):
+        f = frame[frame["experiment"] == experiment]
         baseline = g["baseline"].dropna().iloc[0] if g["baseline"].notna().any() else g["variant"].iloc[0]
-        base = g.loc[g["variant"] == baseline, "final_test_acc"].dropna()
+        base_trials = g[g["variant"] == baseline]
         for variant, v in g.groupby("variant", sort=False):
-            if variant == baseline:
+            if variant == baseline or base_trials.empty:
                 continue
-            x = v["final_test_acc"].dropna()
+            epoch = int(min(v["epochs_run"].min(), base_trials["epochs_run"].min()))
+            at = f[f["epoch"] == epoch].set_index("trial_id")["test_acc"]
+            x = at.reindex(v["trial_id"]).dropna()
+            base = at.reindex(base_trials["trial_id"]).dropna()
             diff = x.mean() - base.mean() if len(x) and len(base) else math.nan
             if len(x) < 2 or len(base) < 2:
                 p, verdict = math.nan, f"too few seeds to tell ({len(x)} vs {len(base)}; need >= 2 each)"
+            elif x.max() == x.min() and base.max() == base.min():  # no spread: a t-test is undefined
+                p = math.nan
+                verdict = "identical" if diff == 0 else f"{'better' if diff > 0 else 'worse'} (no spread across seeds)"
             else:
                 p = float(stats.ttest_ind(x, base, equal_var=False).pvalue)
-                if not math.isfinite(p):  # both groups without spread
-                    verdict = "identical" if diff == 0 else ("better" if diff > 0 else "worse")
-                elif p < alpha:
+                if p < alpha:
                     verdict = f"{'better' if diff > 0 else 'worse'} (p < {alpha})"
                 else:
                     verdict = f"no clear effect (p >= {alpha})"
-            rows.append({
-                "experiment": experiment, "variant": variant, "baseline": baseline,
-                "n": len(x), "n_baseline": len(base), "effect": diff, "p_value": p, "verdict": verdict,
-            })  # fmt: skip
-    return pd.DataFrame(rows, columns=["experiment", "variant", "baseline", "n", "n_baseline", "effect", "p_value", "verdict"])
+            rows.append(dict(zip(columns, [experiment, variant, baseline, epoch, len(x), len(base), diff, p, verdict])))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def measured_values(trials: pd.DataFrame, frame: pd.DataFrame, metric: str, epoch: float) -> pd.Series:

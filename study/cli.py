@@ -116,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             path = runner.join(storage, args.name) if args.name else runner.latest_run(storage, spec.name)
             if path is None or not runner.exists(path):
                 raise StudyError(f"--resume: no earlier run of {spec.name!r} under {storage}; run it without --resume first")
+            runner.verify_checkpoints(path)
         else:
             path = runner.join(storage, args.name or runner.default_run_name(spec))
             if runner.exists(path):
@@ -164,6 +165,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise StudyError(f"{args.experiment}: no such experiment folder")
     spec = runner.read_spec(path)
     prepare_inputs(spec)
+    runner.verify_checkpoints(path)
     runner.connect(args.address)
     storage = path.rsplit("/", 1)[0]
     return EXIT_TRIALS_FAILED if run_one(spec, path, storage, True, args.autoscale) else EXIT_OK

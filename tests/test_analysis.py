@@ -50,12 +50,18 @@ def test_per_variant_counts_means_and_early_stops():
     assert t.loc["a", "train_test_gap"] == pytest.approx(0.1)
 
 
-def test_effects_use_welch_over_seeds():
+def test_effects_use_welch_over_seeds_at_a_common_epoch():
     e = effects(FRAME).set_index("variant")
+    # b/2 stopped at epoch 2, so both sides are read at epoch 2: a = 0.2 x3, b = 0.4 x3.
+    assert e.loc["b", "at_epoch"] == 2
+    assert e.loc["b", "effect"] == pytest.approx(0.2)
+    assert e.loc["b", "baseline"] == "a" and e.loc["b", "verdict"].startswith("better (no spread")
+    assert math.isnan(e.loc["b", "p_value"])
+    full = tidy([("a", 0, [0.30]), ("a", 1, [0.32]), ("a", 2, [0.31]), ("b", 0, [0.50]), ("b", 1, [0.52]), ("b", 2, [0.4])], epochs=1)
+    e = effects(full).set_index("variant")
     a, b = [0.30, 0.32, 0.31], [0.50, 0.52, 0.4]
     assert e.loc["b", "effect"] == pytest.approx(sum(b) / 3 - sum(a) / 3)
     assert e.loc["b", "p_value"] == pytest.approx(stats.ttest_ind(b, a, equal_var=False).pvalue)
-    assert e.loc["b", "baseline"] == "a" and e.loc["b", "effect"] > 0
 
 
 def test_effects_say_when_seeds_are_too_few():

@@ -70,6 +70,7 @@ def test_tuner_with_asha_reports_stops_and_checkpoints(ray_session, write_yaml, 
 QUICK = """
 name: cli_test
 dataset: digits
+scheduler: {type: fifo}
 variants:
   mlp: {model: mlp, hidden: 64}
   cnn: {model: cnn, channels: 8, fc_width: 64}
@@ -101,7 +102,8 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
         assert per_variant.loc[variant, "trials"] == 2 == g["config_seed"].nunique()
         assert per_variant.loc[variant, "final_test_acc"] == pytest.approx(g["test_acc"].mean())
     effects = pd.read_csv(exp / "analysis" / "effects.csv")
-    assert list(effects["variant"]) == ["cnn"] and effects["baseline"][0] == "mlp"
+    assert list(effects["variant"]) == ["cnn"] and effects["baseline"][0] == "mlp" and effects["at_epoch"][0] == 2
+    # FIFO: every trial ran both epochs, so the effect is the difference of the final means.
     assert effects["effect"][0] == pytest.approx(per_variant.loc["cnn", "final_test_acc"] - per_variant.loc["mlp", "final_test_acc"])
 
     # Same name again: refused, nothing written over.

@@ -1,0 +1,162 @@
+"""Fault injection with real processes: a killed driver, a killed trial worker, a diverging trial."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+
+import pytest
+
+from tests.processes import children_of, kill_tree, start_study, wait_for
+
+pytestmark = pytest.mark.slow
+
+CRASH_SPACE = """
+name: crash
+dataset: synthetic
+scheduler: {type: fifo}
+space:
+  seed: {grid: [0, 1, 2, 3]}
+  epochs: 4
+  model: cnn
+  channels: 16
+  fc_width: 128
+  batch_size: 64
+  lr: 0.003
+  num_train: 2048
+  num_test: 256
+"""
+
+
+def rows(trial_dir: str) -> list[dict]:
+    path = os.path.join(trial_dir, "result.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def checkpoint_epochs(trial_dir: str) -> int:
+    """Epochs covered by the newest checkpoint on disk (checkpoint_00000k holds epoch k+1)."""
+    found = sorted(glob.glob(os.path.join(trial_dir, "checkpoint_*")))
+    return int(found[-1].rsplit("_", 1)[1]) + 1 if found else 0
+
+
+def trial_dirs(exp: str) -> list[str]:
+    return sorted(d for d in glob.glob(os.path.join(exp, "*-s*-*")) if os.path.isdir(d))
+
+
+def test_driver_sigkill_then_resume_loses_and_repeats_nothing(write_yaml, tmp_path):
+    space = write_yaml(CRASH_SPACE)
+    exp = str(tmp_path / "crash")
+    proc = start_study(["run", space, "--storage-path", str(tmp_path), "--name", "crash"], str(tmp_path / "run.log"))
+    try:
+        wait_for(lambda: glob.glob(os.path.join(exp, "*", "checkpoint_000000")), 180, "a first checkpoint", proc)
+    finally:
+        kill_tree(proc)  # SIGKILL: no clean shutdown, no final state save
+    before = {os.path.basename(d): (len(rows(d)), checkpoint_epochs(d)) for d in trial_dirs(exp)}
+    assert any(k >= 1 for _, k in before.values())
+
+    resumed = start_study(["resume", exp], str(tmp_path / "resume.log"))
+    try:
+        assert resumed.wait(timeout=300) == 0, open(tmp_path / "resume.log").read()[-3000:]
+    finally:
+        kill_tree(resumed)
+
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(exp).trials
+    assert len(trials) == 4 and len({t.trial_id for t in trials}) == 4
+    assert all(t.status == "TERMINATED" for t in trials), [t.status for t in trials]
+    total_rows = 0
+    for d in trial_dirs(exp):
+        epochs = [r["epoch"] for r in rows(d)]
+        total_rows += len(epochs)
+        assert epochs[-1] == 4
+        n_before, k = before.get(os.path.basename(d), (0, 0))
+        after = epochs[n_before:]
+        if k and after:
+            # Resumes at k+1 from the newest checkpoint; k only if that checkpoint was written
+            # in the instant before the kill, before Tune recorded it.
+            assert after[0] in (k, k + 1), (d, epochs, k)
+        assert sorted(set(epochs)) == [1, 2, 3, 4]
+    in_flight = 2  # 2 CPUs, 1 per trial
+    assert total_rows <= 4 * 4 + in_flight
+
+
+WORKER_SPACE = """
+name: worker
+dataset: synthetic
+max_failures: 2
+space:
+  epochs: 6
+  model: cnn
+  channels: 16
+  fc_width: 128
+  batch_size: 64
+  lr: 0.003
+  num_train: 2048
+  num_test: 256
+"""
+
+
+def test_killed_trial_worker_is_retried_from_its_checkpoint(write_yaml, tmp_path):
+    exp = str(tmp_path / "worker")
+    proc = start_study(["run", write_yaml(WORKER_SPACE), "--storage-path", str(tmp_path), "--name", "worker"], str(tmp_path / "run.log"))
+    try:
+        wait_for(lambda: any(len(rows(d)) >= 2 for d in trial_dirs(exp)), 180, "two epochs", proc)
+        (trial,) = trial_dirs(exp)
+        victim = rows(trial)[-1]["pid"]
+        assert victim in children_of(proc.pid)  # the trial's own worker, found through our tree
+        os.kill(victim, signal.SIGKILL)
+        k = checkpoint_epochs(trial)
+        assert proc.wait(timeout=300) == 0, open(tmp_path / "run.log").read()[-3000:]
+    finally:
+        kill_tree(proc)
+    results = rows(trial)
+    epochs = [r["epoch"] for r in results]
+    pids = [r["pid"] for r in results]
+    assert epochs[-1] == 6
+    first_after = next(i for i, p in enumerate(pids) if p != victim)
+    assert first_after > 0 and all(p != victim for p in pids[first_after:])
+    assert epochs[first_after] in (k, k + 1), (epochs, k)  # from the checkpoint, not from epoch 1
+
+    from ray.tune import ExperimentAnalysis
+
+    (t,) = ExperimentAnalysis(exp).trials
+    assert t.status == "TERMINATED"
+
+
+DIVERGE_SPACE = """
+name: diverge
+dataset: synthetic
+scheduler: {type: fifo}
+variants:
+  sane: {lr: 0.003}
+  wild: {lr: 1000.0, optimizer: sgd}
+space:
+  epochs: 3
+  model: cnn
+  channels: 8
+  fc_width: 64
+  batch_size: 64
+  num_train: 512
+  num_test: 128
+"""
+
+
+def test_diverging_trial_stops_and_the_study_goes_on(ray_session, run_cli, write_yaml, tmp_path):
+    code, out, err = run_cli("run", write_yaml(DIVERGE_SPACE), "--storage-path", str(tmp_path), "--name", "d")
+    assert code == 0, err
+    by_variant = {}
+    for d in trial_dirs(str(tmp_path / "d")):
+        by_variant[os.path.basename(d).split("-")[0]] = rows(d)
+    assert by_variant["wild"][-1]["diverged"] is True and by_variant["wild"][-1]["epoch"] < 3
+    assert by_variant["sane"][-1]["epoch"] == 3 and not any(r["diverged"] for r in by_variant["sane"])
+
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "d" / "analysis" / "per_variant.csv").set_index("variant")
+    assert table.loc["wild", "diverged"] == 1 and table.loc["sane", "diverged"] == 0
