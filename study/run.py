@@ -241,7 +241,7 @@ def verify_checkpoints(experiment_path: str) -> int:
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated zip, foreign pickle, missing file: all mean "corrupt"
             raise StudyError(
-                f"{path}: corrupt checkpoint ({type(exc).__name__}); delete that checkpoint_* folder "
+                f"{path}: corrupt checkpoint ({str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__}); delete that checkpoint_* folder "
                 "to resume the trial from the one before it"
             ) from None
         checked += 1

@@ -1,0 +1,101 @@
+"""The bad-input catalogue (docs/errors.md) through `study run`/`resume`/`analyze`.
+
+Each case: exit code 2, one line on stderr naming the file or key, and no experiment folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+
+from tests.conftest import UNREACHABLE
+
+TINY = """
+name: tiny
+dataset: synthetic
+space:
+  epochs: 1
+  model: cnn
+  channels: 8
+  fc_width: 32
+  num_train: 128
+  num_test: 64
+"""
+
+
+def assert_bad_input(result, *fragments: str) -> None:
+    code, _, err = result
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("name: x\nspace: {lr: 0.1]\n", "line 2: YAML syntax error"),
+        ("bogus: 1\n", "bogus: unknown key"),
+        ("space: {epochs: 0}\n", "space.epochs: expected a value > 0"),
+        ("space: {lr: {loguniform: [-1, 1]}}\n", "space.lr.loguniform: expected a value > 0, got -1"),
+    ],
+)
+def test_bad_files_leave_no_experiment_folder(run_cli, write_yaml, tmp_path, text, fragment):
+    storage = tmp_path / "results"
+    assert_bad_input(run_cli("run", write_yaml(text), "--storage-path", str(storage)), fragment)
+    assert not storage.exists() or not os.listdir(storage)
+
+
+def test_cifar_missing_offline(run_cli, write_yaml, tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR100
+
+    monkeypatch.setattr(CIFAR100, "url", f"{UNREACHABLE}/cifar-100-python.tar.gz")
+    data_dir = tmp_path / "data"
+    result = run_cli("run", write_yaml(TINY), "--dataset", "cifar100", "--data-dir", str(data_dir), "--storage-path", str(tmp_path / "r"))
+    assert_bad_input(result, "dataset cifar100: not found in", str(data_dir), "cifar-100-python.tar.gz", "digits")
+    assert not (tmp_path / "r").exists()
+
+
+def test_pretrained_weights_missing_offline(run_cli, write_yaml, tmp_path, monkeypatch):
+    import torchvision.models._api as api
+
+    real = api.load_state_dict_from_url
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(api, "load_state_dict_from_url", lambda url, *a, **k: real(f"{UNREACHABLE}/x.pth", *a, **k))
+    space = write_yaml(TINY.replace("model: cnn", "model: resnet18\n  pretrained: true"))
+    result = run_cli("run", space, "--storage-path", str(tmp_path / "r"))
+    assert_bad_input(result, "resnet18 pretrained=true", "resnet18-f37072fd.pth", "pretrained: false")
+    assert not (tmp_path / "r").exists()
+
+
+def test_more_gpus_than_any_node_fails_at_once(ray_session, run_cli, write_yaml, tmp_path):
+    result = run_cli("run", write_yaml(TINY), "--gpus-per-trial", "1", "--storage-path", str(tmp_path / "r"))
+    assert_bad_input(result, "resources.gpu: each trial asks for 1 CPU and 1 GPU, but no node has that", "--autoscale")
+    result = run_cli("run", write_yaml(TINY), "--cpus-per-trial", "64", "--storage-path", str(tmp_path / "r"))
+    assert_bad_input(result, "resources.cpu: each trial asks for 64 CPU")
+    assert not (tmp_path / "r").exists() or not os.listdir(tmp_path / "r")
+
+
+def test_resume_of_nothing(run_cli, write_yaml, tmp_path):
+    assert_bad_input(run_cli("run", write_yaml(TINY), "--resume", "--storage-path", str(tmp_path)), "--resume: no earlier run of 'tiny'")
+    assert_bad_input(run_cli("resume", str(tmp_path / "nope")), "no such experiment folder")
+    (tmp_path / "plain").mkdir()
+    assert_bad_input(run_cli("resume", str(tmp_path / "plain")), "not a study experiment folder")
+
+
+def test_analyze_a_folder_that_is_not_an_experiment(run_cli, tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("hello")
+    assert_bad_input(run_cli("analyze", str(tmp_path / "notes")), "not a Ray Tune experiment folder")
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoint_is_caught_before_resume(ray_session, run_cli, write_yaml, tmp_path):
+    code, _, err = run_cli("run", write_yaml(TINY), "--storage-path", str(tmp_path), "--name", "exp")
+    assert code == 0, err
+    (checkpoint,) = glob.glob(str(tmp_path / "exp" / "*" / "checkpoint_*" / "trainer.pt"))
+    with open(checkpoint, "wb") as f:
+        f.write(b"not a checkpoint")
+    assert_bad_input(run_cli("resume", str(tmp_path / "exp")), checkpoint, "corrupt checkpoint")
