@@ -147,7 +147,8 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
         planned = int(np.minimum(g["config_epochs"], g["max_t"]).sum())
         spent = int(g["epochs_run"].sum())
         rows.append({
-            "experiment": experiment, "trials": len(g), "trial_epochs": spent, "planned_epochs": planned,
+            "experiment": experiment, "trials": len(g), "nodes": f["node_id"].nunique() if "node_id" in f else 1,
+            "trial_epochs": spent, "planned_epochs": planned,
             "asha_saved_epochs": planned - spent, "saved_share": (planned - spent) / planned if planned else math.nan,
             "stopped_early": int(g["stopped_early"].sum()), "diverged": int(g["diverged"].sum()),
             "wall_time_s": float(f["timestamp"].max() - start), "trial_time_s": float(g["time_total_s"].sum()),

@@ -197,6 +197,9 @@ def resolve_resources(spec: StudySpec, autoscale: bool) -> dict[str, float]:
     has_gpu = any(n.get("GPU", 0) > 0 for n in nodes)
     cpu = spec.resources.cpu if spec.resources.cpu is not None else 1.0
     gpu = spec.resources.gpu if spec.resources.gpu is not None else (1.0 if has_gpu else 0.0)
+    if autoscale and spec.resources.gpu is None and not has_gpu:
+        print("[study] warning: no GPU node is up yet, so trials ask for 0 GPUs; pass --gpus-per-trial "
+              "(e.g. 0.25) for the autoscaler to start GPU nodes", file=sys.stderr)  # fmt: skip
     fits = any(n.get("CPU", 0) >= cpu and n.get("GPU", 0) >= gpu for n in nodes)
     if not fits and not autoscale:
         biggest = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in nodes)

@@ -1,0 +1,193 @@
+"""Ray clusters started with `ray start` on this one machine: 2 nodes, token auth, GPU packing.
+
+Every process a cluster starts carries its own --temp-dir in its command line; the fixtures find
+them (and their children) by that and stop them by PID, so no other Ray on the machine is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import yaml
+
+from tests.processes import alive, children_of
+
+pytestmark = pytest.mark.slow
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def cluster_pids(temp_dir: str) -> list[int]:
+    own = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if temp_dir.encode() in f.read():
+                        own.append(int(entry))
+            except OSError:
+                continue
+    return sorted({p for pid in own for p in [pid, *children_of(pid)]})
+
+
+def stop_cluster(temp_dir: str) -> None:
+    pids = cluster_pids(temp_dir)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 30
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+
+
+class Cluster:
+    """`ray start --head` plus `ray start --address` workers, all with RAY_AUTH_MODE=token."""
+
+    def __init__(self, head_args: list[str], worker_args: list[list[str]]) -> None:
+        self.temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's unix sockets live here
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+        try:
+            out = self.ray_start(["--head", f"--port={free_port()}", f"--temp-dir={self.temp_dir}", "--include-dashboard=false", *head_args])
+            self.address = re.search(r"ray start --address='([^']+)'", out).group(1)
+            for args in worker_args:
+                self.ray_start([f"--address={self.address}", *args])
+        except BaseException:
+            stop_cluster(self.temp_dir)
+            raise
+
+    def ray_start(self, args: list[str]) -> str:
+        proc = subprocess.run(["ray", "start", "--disable-usage-stats", *args], env=self.env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    def study(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        import sys
+
+        return subprocess.run(
+            [sys.executable, "-m", "study", *args, "--address", self.address], env=self.env,
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        stop_cluster(self.temp_dir)
+
+
+def results(exp: str) -> dict[str, list[dict]]:
+    out = {}
+    for trial in sorted(os.listdir(exp)):
+        path = os.path.join(exp, trial, "result.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                out[trial] = [json.loads(line) for line in f if line.strip()]
+    return out
+
+
+SMALL = """
+name: nodes
+dataset: synthetic
+scheduler: {type: fifo}
+space:
+  seed: {grid: [0, 1, 2, 3]}
+  epochs: 2
+  model: cnn
+  channels: 8
+  fc_width: 32
+  num_train: 512
+  num_test: 128
+"""
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    cluster = Cluster(["--num-cpus=1"], [["--num-cpus=1"]])
+    yield cluster
+    cluster.stop()
+
+
+def test_study_spreads_trials_over_both_nodes(two_nodes, write_yaml, tmp_path):
+    shared = tmp_path / "shared"  # one folder both nodes see: they share this machine's disk
+    proc = two_nodes.study("run", write_yaml(SMALL), "--storage-path", str(shared), "--name", "nodes")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "local path on a 2-node cluster" in proc.stderr  # the shared-storage warning
+    trials = results(str(shared / "nodes"))
+    assert len(trials) == 4 and all(rows[-1]["epoch"] == 2 for rows in trials.values())
+    nodes = {rows[-1]["node_id"] for rows in trials.values()}
+    assert len(nodes) == 2, nodes
+    import pandas as pd
+
+    compute = pd.read_csv(shared / "nodes" / "analysis" / "compute.csv")
+    assert compute["nodes"][0] == 2
+
+
+def test_trial_bigger_than_any_node_fails_at_once(two_nodes, write_yaml, tmp_path):
+    # The cluster has 2 CPUs in all but no node has 2: Ray would leave such a trial PENDING forever.
+    start = time.time()
+    proc = two_nodes.study("run", write_yaml(SMALL), "--cpus-per-trial", "2", "--storage-path", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert "resources.cpu: each trial asks for 2 CPU and 0 GPU, but no node has that (nodes: 1 CPU/0 GPU, 1 CPU/0 GPU)" in proc.stderr
+    assert time.time() - start < 60 and not (tmp_path / "r").exists()
+
+
+def test_fractional_gpus_pack_four_trials_on_one_gpu(write_yaml, tmp_path):
+    # A logical GPU: Ray schedules on it like a real one; the trials themselves train on CPU here.
+    cluster = Cluster(["--num-cpus=4", "--num-gpus=1"], [])
+    try:
+        # Long enough (~10 s a trial) that staggered actor starts and whole-second timestamps don't matter.
+        space = write_yaml(SMALL.replace("epochs: 2", "epochs: 4").replace("num_train: 512", "num_train: 4096").replace("channels: 8", "channels: 16"))
+        proc = cluster.study("run", space, "--gpus-per-trial", "0.25", "--storage-path", str(tmp_path), "--name", "packed")
+    finally:
+        cluster.stop()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 CPU + 0.25 GPU each" in proc.stdout
+    spans = []
+    for rows in results(str(tmp_path / "packed")).values():
+        first, last = rows[0], rows[-1]
+        spans.append((first["timestamp"] - first["time_total_s"], last["timestamp"]))
+    assert len(spans) == 4
+    latest_start, earliest_end = max(s for s, _ in spans), min(e for _, e in spans)
+    assert latest_start < earliest_end, f"the 4 trials never ran at the same time: {spans}"
+
+
+def test_cluster_yaml_matches_rays_schema_and_asks_for_gpus():
+    import jsonschema
+    import ray
+
+    schema_path = os.path.join(os.path.dirname(ray.__file__), "autoscaler", "ray-schema.json")
+    with open(schema_path) as f:
+        schema = json.load(f)
+    with open(os.path.join(ROOT, "cluster.yaml")) as f:
+        config = yaml.safe_load(f)
+    jsonschema.validate(config, schema)
+    workers = {k: v for k, v in config["available_node_types"].items() if k != config["head_node_type"]}
+    assert workers and all(v["resources"].get("GPU", 0) >= 1 for v in workers.values())
+    assert all(v.get("min_workers", 0) == 0 for v in workers.values())
+    commands = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
+    assert commands.count("RAY_AUTH_MODE=token") == 2
+    assert any("pip install" in c and "cifar-study" in c for c in config["setup_commands"])
+    text = open(os.path.join(ROOT, "cluster.yaml")).read()
+    assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key", text)  # no credentials
+
+
+def test_cluster_yaml_comments_every_key():
+    with open(os.path.join(ROOT, "cluster.yaml")) as f:
+        lines = f.read().splitlines()
+    keys = [line for line in lines if re.match(r"^\s*[A-Za-z_\"~.][^:#]*:(\s|$)", line) and not line.lstrip().startswith("#")]
+    bare = [line for line in keys if "#" not in line and not line.rstrip().endswith(":")]
+    # A key that opens a block may carry its comment on the block's first line instead.
+    assert not bare, f"keys without a comment: {bare}"
