@@ -34,9 +34,22 @@ class EtaCallback(Callback):
         self.max_t = max_t
         self.every_s = every_s
         self.done = 0
+        self.done_at_start = 0
         self.start = time.monotonic()
         self.last_print = self.start
         self.epochs_of: dict[str, int] = {}
+
+    def setup(self, **info: Any) -> None:
+        """Tune calls this when the run starts, and again when a restored run restarts."""
+        self.start = self.last_print = time.monotonic()
+        self.done_at_start = self.done  # a restored run keeps its count; the rate starts afresh
+
+    def get_state(self) -> dict[str, Any]:
+        """Saved with Tune's experiment state, so a resumed study's count and plan go on."""
+        return {"done": self.done, "planned": self.planned, "epochs_of": dict(self.epochs_of)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.done, self.planned, self.epochs_of = state["done"], state["planned"], dict(state["epochs_of"])
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         epoch = int(result.get("epoch", 0))
@@ -57,7 +70,7 @@ class EtaCallback(Callback):
         text = f"[study] {self.done} trial-epochs done"
         if self.planned:
             text += f" of at most {self.planned}"
-            if self.done:
-                left = elapsed / self.done * max(0, self.planned - self.done)
+            if self.done > self.done_at_start:
+                left = elapsed / (self.done - self.done_at_start) * max(0, self.planned - self.done)
                 text += f", elapsed {format_seconds(elapsed)}, ETA <= {format_seconds(left)}"
         return text

@@ -193,10 +193,11 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
             space[key] = value  # a fixed value replaces the file's grid, e.g. --seed 3
         elif key == "max_epochs":
             space["epochs"] = value
-            raw["variants"] = {
-                n: {k: v for k, v in (o or {}).items() if k != "epochs"} if isinstance(o, dict) else o
-                for n, o in (raw.get("variants") or {}).items()
-            }
+            if isinstance(raw.get("variants"), dict):  # one epoch count for every variant
+                raw["variants"] = {
+                    n: {k: v for k, v in o.items() if k != "epochs"} if isinstance(o, dict) else o
+                    for n, o in raw["variants"].items()
+                }
             sched = dict(raw.get("scheduler") or {})
             sched["max_t"] = value
             # Keep ASHA meaningful on short runs: a grace period of at most a third of the epochs.

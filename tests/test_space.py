@@ -69,6 +69,15 @@ def test_every_shipped_space_validates(run_cli):
     assert out.count(": ok") == len(files)
 
 
+def test_every_report_space_takes_the_offline_overrides():
+    root = os.path.join(os.path.dirname(__file__), "..", "search_spaces", "report")
+    for name in sorted(os.listdir(root)):
+        spec = load_spec(os.path.join(root, name), {"dataset": "digits", "max_epochs": 3})
+        assert spec.dataset == "digits" and spec.max_epochs() == 3, name
+        assert all(c.epochs == 3 and c.dataset == "digits" for c in spec.trial_configs()), name
+        assert spec.scheduler.grace_period == 1, name  # ASHA still has rungs to stop trials at
+
+
 BAD = [
     ("name: x\nspace: {lr: 0.1]\n", "line 2: YAML syntax error"),
     ("nmae: x\n", "nmae: unknown key; expected one of: name"),

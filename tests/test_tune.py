@@ -124,3 +124,25 @@ def test_registries_are_listed(run_cli):
     assert code == 0 and all(name in out for name in ("mlp", "cnn", "resnet18")) and "channels=128" in out
     code, out, _ = run_cli("datasets")
     assert code == 0 and all(name in out for name in ("cifar100", "cifar10", "digits", "synthetic", "imagefolder"))
+
+
+def test_eta_callback_counts_shrinks_plan_and_survives_restore():
+    from types import SimpleNamespace
+
+    from study.progress import EtaCallback
+
+    eta = EtaCallback(planned_trials=2, max_t=4, every_s=1e9)
+    eta.setup()
+    a, b = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+    for epoch in (1, 2):
+        eta.on_trial_result(0, [], a, {"epoch": epoch})
+    eta.on_trial_result(0, [], b, {"epoch": 1})
+    eta.on_trial_complete(0, [], b)  # stopped by ASHA at epoch 1: 3 epochs never needed
+    assert eta.done == 3 and eta.planned == 8 - 3
+    assert "3 trial-epochs done of at most 5" in eta.line(eta.start + 30) and "ETA <= 20s" in eta.line(eta.start + 30)
+
+    restored = EtaCallback(planned_trials=2, max_t=4)
+    restored.set_state(eta.get_state())
+    restored.setup()
+    restored.on_trial_result(0, [], a, {"epoch": 3})  # a resumes at its next epoch: counted once
+    assert restored.done == 4 and "ETA <= 10s" in restored.line(restored.start + 10)
