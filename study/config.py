@@ -80,6 +80,7 @@ class TrialConfig:
     batch_size: int = _opt(256, _positive)  # images per optimiser step
     eval_batch_size: int = _opt(1024, _positive)  # images per forward pass in evaluation
     epochs: int = _opt(20, _positive)  # full passes over the train split
+    max_steps_per_epoch: int = _opt(0, _non_negative)  # cap steps per epoch (0 = whole split); smoke tests
     seed: int = _opt(0, _non_negative)  # model init, batch order and augmentation
 
     # --- speed (see README "Speed")

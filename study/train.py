@@ -119,6 +119,7 @@ class Trainer:
         self.train_loader = BatchLoader(
             data.train_x.to(self.device), data.train_y.to(self.device), cfg.batch_size,
             data.mean, data.std, cfg.augment, self.generator, drop_last_single=True,
+            max_batches=cfg.max_steps_per_epoch,
         )  # fmt: skip
         self.test_loader = BatchLoader(
             data.test_x.to(self.device), data.test_y.to(self.device), cfg.eval_batch_size, data.mean, data.std

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import tempfile
 from typing import Any, Mapping
 
@@ -45,6 +46,16 @@ def load_checkpoint(trainer: Trainer, checkpoint: tune.Checkpoint) -> None:
             raise CorruptCheckpoint(f"{path}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
+def memory_mb() -> dict[str, float]:
+    """This worker's resident memory now and at its peak, in MiB (Linux /proc and getrusage)."""
+    with open("/proc/self/statm") as f:
+        rss_pages = int(f.read().split()[1])
+    return {
+        "rss_mb": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+    }
+
+
 def train_trial(config: dict[str, Any]) -> None:
     """Train one trial, reporting once per epoch. Resumes from Tune's checkpoint if there is one."""
     # Ray logs every persisted checkpoint at INFO from the worker; once per epoch per trial drowns
@@ -59,7 +70,7 @@ def train_trial(config: dict[str, Any]) -> None:
     node_id = ray.get_runtime_context().get_node_id()
     while trainer.epoch < cfg.epochs:
         metrics = trainer.run_epoch()
-        metrics.update(node_id=node_id, pid=os.getpid(), device=str(trainer.device))
+        metrics.update(node_id=node_id, pid=os.getpid(), device=str(trainer.device), **memory_mb())
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(os.path.join(folder, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

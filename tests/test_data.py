@@ -115,3 +115,19 @@ def test_imagefolder_reads_a_users_folders(tmp_path):
 def test_imagefolder_missing_split_is_a_clear_error(tmp_path):
     with pytest.raises(StudyError, match="train"):
         load_dataset.__wrapped__("imagefolder", str(tmp_path))
+
+
+def test_loader_max_batches_caps_the_epoch():
+    images = torch.zeros(100, 3, 32, 32, dtype=torch.uint8)
+    loader = BatchLoader(images, torch.arange(100), 10, (0.5,) * 3, (0.25,) * 3, "none", torch.Generator(), max_batches=3)
+    assert len(loader) == 3 and sum(len(y) for _, y in loader) == 30
+
+
+def test_channel_stats_in_chunks_match_the_direct_formula():
+    from study.data.datasets import channel_stats
+
+    x = torch.randint(0, 256, (500, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = channel_stats(x, chunk=128)
+    direct = x.float().div(255).transpose(0, 1).reshape(3, -1)
+    assert mean == pytest.approx(direct.mean(1).tolist(), abs=1e-6)
+    assert std == pytest.approx(direct.std(1).tolist(), abs=1e-6)

@@ -6,23 +6,29 @@ import os
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
-from torchvision.models import ResNet18_Weights
 
 from study.errors import StudyError
 from study.models import MODELS
 
-WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
+# torchvision is imported where it is used: a trial of another model doesn't pay its memory.
+
+
+def weights():
+    """torchvision's ImageNet weights entry for ResNet18 (URL, hash, transforms)."""
+    from torchvision.models import ResNet18_Weights
+
+    return ResNet18_Weights.IMAGENET1K_V1
 
 
 def weights_path() -> str:
     """Where torchvision's weights API looks for (and caches) the ImageNet checkpoint."""
-    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(WEIGHTS.url))
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights().url))
 
 
 def pretrained_state_dict() -> dict[str, torch.Tensor]:
     """Load the ImageNet weights through torchvision's API; offline and uncached is a StudyError."""
+    WEIGHTS = weights()
     try:
         return WEIGHTS.get_state_dict(progress=False, check_hash=True)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
@@ -38,6 +44,8 @@ class ResNet18(nn.Module):
     """ResNet18 whose input is upsampled to `input_size` (224 = the size ImageNet weights expect)."""
 
     def __init__(self, num_classes: int, pretrained: bool = False, input_size: int = 32) -> None:
+        import torchvision
+
         super().__init__()
         self.input_size = input_size
         self.net = torchvision.models.resnet18(weights=None)
