@@ -7,7 +7,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from study.errors import StudyError
+from study.errors import StudyError, reason
 from study.trainable import META_KEY, VARIANT_KEY, trial_config
 
 METRIC_COLUMNS = [
@@ -31,7 +31,7 @@ def load_experiment(path: str) -> pd.DataFrame:
     try:
         ea = tune.ExperimentAnalysis(path)
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
-        raise StudyError(f"{path}: not a Ray Tune experiment folder ({str(exc).splitlines()[0][:160]})") from None
+        raise StudyError(f"{path}: not a Ray Tune experiment folder ({reason(exc)})") from None
     frames = []
     for trial in ea.trials:
         results = ea.trial_dataframes.get(trial.trial_id)

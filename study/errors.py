@@ -18,3 +18,9 @@ def where(source: str | None, key: str | None) -> str:
     """Format the "file: key:" prefix of an error message, skipping what is unknown."""
     parts = [p for p in (source, key) if p]
     return (": ".join(parts) + ": ") if parts else ""
+
+
+def reason(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (or its type), for the end of a one-line error."""
+    text = str(exc).strip()
+    return (text.splitlines()[0][:limit] if text else "") or type(exc).__name__

@@ -12,9 +12,9 @@ import ray
 import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
-from study.errors import StudyError, where
+from study.errors import StudyError, reason, where
 from study.progress import EtaCallback
 from study.space import Domain, StudySpec, parse_spec
 from study.trainable import META_KEY, VARIANT_KEY, train_trial
@@ -64,7 +64,10 @@ def make_scheduler(spec: StudySpec):
 
 def make_search(spec: StudySpec):
     if spec.search.type != "optuna":
-        return None  # Tune's BasicVariantGenerator: grid points x random samples
+        if spec.search.seed is None:
+            return None  # Tune's default BasicVariantGenerator: grid points x random samples
+        # The same seed draws the same random samples, so two runs (e.g. ASHA vs FIFO) compare alike.
+        return BasicVariantGenerator(random_state=spec.search.seed)
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -123,7 +126,7 @@ def filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
     try:
         return pyarrow.fs.FileSystem.from_uri(uri if "://" in uri else os.path.abspath(uri))
     except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, OSError) as exc:
-        raise StudyError(f"{uri}: cannot open this storage path ({str(exc).splitlines()[0]})") from None
+        raise StudyError(f"{uri}: cannot open this storage path ({reason(exc)})") from None
 
 
 def exists(uri: str) -> bool:
@@ -178,7 +181,7 @@ def connect(address: str | None) -> None:
             ray.init(address=address, logging_level="WARNING")
         except (ConnectionError, RuntimeError, ValueError) as exc:
             hint = " (is RAY_AUTH_MODE=token set, as for `ray start`?)" if "auth" in str(exc).lower() else ""
-            raise StudyError(f"--address {address}: cannot connect to the Ray cluster: {str(exc).splitlines()[0]}{hint}") from None
+            raise StudyError(f"--address {address}: cannot connect to the Ray cluster: {reason(exc)}{hint}") from None
     else:
         ray.init(**kwargs)
 
@@ -244,7 +247,7 @@ def verify_checkpoints(experiment_path: str) -> int:
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated zip, foreign pickle, missing file: all mean "corrupt"
             raise StudyError(
-                f"{path}: corrupt checkpoint ({str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__}); delete that checkpoint_* folder "
+                f"{path}: corrupt checkpoint ({reason(exc, 100)}); delete that checkpoint_* folder "
                 "to resume the trial from the one before it"
             ) from None
         checked += 1

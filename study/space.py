@@ -45,7 +45,7 @@ class SchedulerSpec:
 class SearchSpec:
     type: str = "grid"  # grid | random (Tune's variant generator) | optuna (TPE)
     max_concurrent: int = 4  # optuna: trials suggested at once (ConcurrencyLimiter)
-    seed: int | None = None  # optuna: sampler seed, for a reproducible search
+    seed: int | None = None  # random/optuna: sampler seed, for a reproducible search
 
 
 @dataclass(frozen=True)

@@ -128,3 +128,16 @@ def test_set_and_scheduler_overrides(write_yaml, run_cli):
     assert code == 2 and "space.num_train: expected a value >= 0, got -5" in err
     code, _, err = run_cli("run", write_yaml(GOOD), "--set", "num_train")
     assert code == 2 and "--set: expected FIELD=VALUE" in err
+
+
+def test_random_search_seed_draws_the_same_samples(write_yaml):
+    from ray.tune.search import BasicVariantGenerator
+
+    spec = load_spec(write_yaml("search: {type: random, seed: 3}\nnum_samples: 4\nspace: {lr: {loguniform: [0.0001, 0.1]}}\n"))
+    draws = []
+    for _ in range(2):
+        search = make_search(spec)
+        assert isinstance(search, BasicVariantGenerator)
+        search.add_configurations({"run": {"run": "x", "config": param_space(spec), "num_samples": 4}})
+        draws.append([search.next_trial().config["lr"] for _ in range(4)])
+    assert draws[0] == draws[1] and len(set(draws[0])) == 4

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from study.errors import StudyError
+from study.errors import StudyError, reason
 from study.registry import Registry
 
 OFFLINE_DATASETS = "digits (embedded), synthetic, imagefolder"
@@ -41,10 +41,10 @@ Loader = Callable[..., ImageData]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images, in [0, 1] units (normalisation is per dataset).
 
-    Summed in chunks, in float64: a float copy of 50k CIFAR images would be 600 MB of peak memory.
+    Summed in chunks, in float64: a float copy of 50k CIFAR images would be 600 MB of peak memory; a chunk is 25 MB.
     """
     total = torch.zeros(images.shape[1], dtype=torch.float64)
     total_sq = torch.zeros_like(total)
@@ -103,9 +103,8 @@ def load_cifar(name: str, data_dir: str) -> ImageData:
             train = cls(data_dir, train=True, download=True)
             test = cls(data_dir, train=False, download=True)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StudyError(
-            f"dataset {name}: not found in {data_dir} and the download failed ({reason}); "
+            f"dataset {name}: not found in {data_dir} and the download failed ({reason(exc)}); "
             f"put {cls.filename} ({cls.url}) in that folder, pass --data-dir, "
             f"or use an offline dataset: {OFFLINE_DATASETS}"
         ) from None
@@ -152,7 +151,7 @@ def digits(**_: object) -> ImageData:
     return make("digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], classes)
 
 
-def synthetic_images(n: int, num_classes: int, seed: int, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_images(n: int, num_classes: int, seed: int, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` class-conditional images: a smooth per-class prototype plus per-image noise.
 
     Prototypes are fixed (seed 1234) so train and test share them; `seed` only changes the

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.errors import StudyError
+from study.errors import StudyError, reason
 from study.models import MODELS
 
 # torchvision is imported where it is used: a trial of another model doesn't pay its memory.
@@ -32,10 +32,9 @@ def pretrained_state_dict() -> dict[str, torch.Tensor]:
     try:
         return WEIGHTS.get_state_dict(progress=False, check_hash=True)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StudyError(
             f"resnet18 pretrained=true: ImageNet weights are not cached and could not be "
-            f"downloaded ({reason}); download {WEIGHTS.url} and save it as {weights_path()} "
+            f"downloaded ({reason(exc)}); download {WEIGHTS.url} and save it as {weights_path()} "
             f"(or set TORCH_HOME), or use pretrained: false"
         ) from None
 
