@@ -133,6 +133,7 @@ def test_set_and_scheduler_overrides(write_yaml, run_cli):
 def test_random_search_seed_draws_the_same_samples(write_yaml):
     from ray.tune.search import BasicVariantGenerator
 
+    tune.register_trainable("x", lambda config: None)
     spec = load_spec(write_yaml("search: {type: random, seed: 3}\nnum_samples: 4\nspace: {lr: {loguniform: [0.0001, 0.1]}}\n"))
     draws = []
     for _ in range(2):
