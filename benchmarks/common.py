@@ -69,7 +69,7 @@ def run_study(args: list[str], log_path: str, first_result_glob: str | None = No
         while proc.poll() is None:
             if first is None and first_result_glob and any(os.path.getsize(p) > 0 for p in glob.glob(first_result_glob)):
                 first = time.perf_counter() - start
-            time.sleep(0.05)
+            time.sleep(0.2)  # light polling: this process must not steal the trial's CPU
     if proc.returncode != 0:
         raise SystemExit(f"study {' '.join(args)} failed (rc {proc.returncode}); see {log_path}")
     return time.perf_counter() - start, first

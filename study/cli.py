@@ -150,7 +150,10 @@ def run_one(spec, path: str, storage: str, resume: bool, autoscale: bool) -> int
 def report(path: str, errors: int) -> int:
     from analysis import summarize_experiments
 
-    summarize_experiments([path], out=None, plots=True)
+    try:
+        summarize_experiments([path], out=None, plots=True)
+    except StudyError as exc:  # e.g. every trial failed before its first epoch
+        print(f"[study] no tables: {exc}", file=sys.stderr)
     if errors:
         print(f"[study] {errors} trial(s) failed; their errors are in {path}", file=sys.stderr)
     return errors

@@ -72,7 +72,10 @@ class Cluster:
             raise
 
     def ray_start(self, args: list[str]) -> str:
-        proc = subprocess.run(["ray", "start", "--disable-usage-stats", *args], env=self.env, capture_output=True, text=True, timeout=120)
+        import sys
+
+        ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")  # the ray of this Python
+        proc = subprocess.run([ray_cli if os.path.exists(ray_cli) else "ray", "start", "--disable-usage-stats", *args], env=self.env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout + proc.stderr
 
