@@ -92,3 +92,11 @@ def test_config_rejects_bad_values_with_the_key():
         tiny(lr="fast")
     with pytest.raises(StudyError, match="unknown config field"):
         TrialConfig.from_dict({"chanels": 3})
+
+
+def test_compile_wraps_the_model_and_checkpoints_stay_plain(tmp_path):
+    cfg = tiny(compile=True)
+    trainer = Trainer(cfg, data_for(cfg))
+    assert type(trainer.forward_model).__name__ == "OptimizedModule"  # compiled lazily, on first call
+    assert trainer.forward_model._orig_mod is trainer.model
+    assert not any(k.startswith("_orig_mod") for k in trainer.state_dict()["model"])
