@@ -59,6 +59,12 @@ def test_driver_sigkill_then_resume_loses_and_repeats_nothing(write_yaml, tmp_pa
     before = {os.path.basename(d): (len(rows(d)), checkpoint_epochs(d)) for d in trial_dirs(exp)}
     assert any(k >= 1 for _, k in before.values())
 
+    # The interrupted experiment can be analysed as it stands.
+    from study.cli import main
+
+    assert main(["analyze", exp, "--out", str(tmp_path / "interrupted")]) == 0
+    assert (tmp_path / "interrupted" / "per_variant.csv").exists()
+
     resumed = start_study(["resume", exp], str(tmp_path / "resume.log"))
     try:
         assert resumed.wait(timeout=300) == 0, open(tmp_path / "resume.log").read()[-3000:]

@@ -106,6 +106,11 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     # FIFO: every trial ran both epochs, so the effect is the difference of the final means.
     assert effects["effect"][0] == pytest.approx(per_variant.loc["cnn", "final_test_acc"] - per_variant.loc["mlp", "final_test_acc"])
 
+    # The same experiment through a URI that pyarrow understands (s3:// works the same way).
+    code, out, err = run_cli("analyze", f"file://{exp}", "--out", str(tmp_path / "from_uri"))
+    assert code == 0, err
+    assert pd.read_csv(tmp_path / "from_uri" / "per_variant.csv").equals(pd.read_csv(exp / "analysis" / "per_variant.csv"))
+
     # Same name again: refused, nothing written over.
     code, _, err = run_cli("run", space, "--storage-path", str(tmp_path), "--name", "exp")
     assert code == 2 and "already exists; pass --resume" in err
