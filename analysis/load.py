@@ -33,7 +33,8 @@ def load_experiment(path: str) -> pd.DataFrame:
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
         raise StudyError(f"{path}: not a Ray Tune experiment folder ({reason(exc)})") from None
     frames = []
-    for trial in ea.trials:
+    # Trial ids end in Tune's creation counter: sorted, variants come in the file's order.
+    for trial in sorted(ea.trials, key=lambda t: t.trial_id):
         results = ea.trial_dataframes.get(trial.trial_id)
         if results is None or results.empty or "epoch" not in results:
             continue  # a trial that has not reported yet
