@@ -33,15 +33,16 @@ def load_experiment(path: str) -> pd.DataFrame:
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
         raise StudyError(f"{path}: not a Ray Tune experiment folder ({reason(exc)})") from None
     frames = []
-    # Trial ids end in Tune's creation counter: sorted, variants come in the file's order.
-    for trial in sorted(ea.trials, key=lambda t: t.trial_id):
+    for trial in ea.trials:
         results = ea.trial_dataframes.get(trial.trial_id)
         if results is None or results.empty or "epoch" not in results:
             continue  # a trial that has not reported yet
         frames.append(trial_frame(trial.trial_id, trial.status, trial.config, results, path))
     if not frames:
         raise StudyError(f"{path}: experiment has no trial results yet")
-    return pd.concat(frames, ignore_index=True)
+    # Variants in the order the file lists them, then trials in the order Tune created them.
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.sort_values(["variant_rank", "trial_id", "epoch"], kind="stable").reset_index(drop=True)
 
 
 def trial_frame(trial_id: str, status: str, config: dict, results: pd.DataFrame, path: str) -> pd.DataFrame:
@@ -55,6 +56,8 @@ def trial_frame(trial_id: str, status: str, config: dict, results: pd.DataFrame,
     df["experiment_path"] = path
     df["status"] = status
     df["variant"] = (config.get(VARIANT_KEY) or {}).get("name")
+    order = list(meta.get("variants") or [])
+    df["variant_rank"] = order.index(df["variant"].iloc[0]) if df["variant"].iloc[0] in order else len(order)
     df["baseline"] = meta.get("baseline")
     df["max_t"] = meta.get("max_t", resolved["epochs"])
     for key, value in resolved.items():

@@ -47,7 +47,10 @@ def param_space(spec: StudySpec) -> dict[str, Any]:
     if spec.variants:
         space[VARIANT_KEY] = tune.grid_search([{"name": n, **o} for n, o in spec.variants.items()])
     # Constant across trials; lands in every trial's params.json so the analysis needs no side file.
-    space[META_KEY] = {"experiment": spec.name, "baseline": spec.baseline, "max_t": spec.max_epochs()}
+    space[META_KEY] = {
+        "experiment": spec.name, "baseline": spec.baseline, "max_t": spec.max_epochs(),
+        "variants": list(spec.variants),  # the file's order, for the tables
+    }  # fmt: skip
     return space
 
 

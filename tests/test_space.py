@@ -40,7 +40,7 @@ def test_every_domain_kind_converts_to_tune(write_yaml):
     assert space["epochs"] == 3 and space["dataset"] == "synthetic"
     names = [v["name"] for v in space["variant"]["grid_search"]]
     assert names == ["small", "mlp"]
-    assert space["study"] == {"experiment": "demo", "baseline": "mlp", "max_t": 3}
+    assert space["study"] == {"experiment": "demo", "baseline": "mlp", "max_t": 3, "variants": ["small", "mlp"]}
     assert spec.num_trials() == 3 * 2
     assert isinstance(make_scheduler(spec), ASHAScheduler)
     assert make_search(spec) is None
