@@ -29,7 +29,8 @@ def mean_ci(values: pd.Series | np.ndarray, confidence: float = CONFIDENCE) -> t
 
 def trial_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: its last epoch, final and best test_acc, and whether ASHA stopped it."""
-    last = frame.sort_values("epoch").groupby(["experiment", "trial_id"], sort=False).tail(1)
+    # The last epoch of each trial, kept in the frame's order (variants as the file lists them).
+    last = frame.sort_values("epoch", kind="stable").groupby(["experiment", "trial_id"], sort=False).tail(1).sort_index()
     best = frame.groupby(["experiment", "trial_id"])["test_acc"].max().rename("best_test_acc")
     out = last.set_index(["experiment", "trial_id"]).join(best).reset_index()
     out = out.rename(columns={"test_acc": "final_test_acc", "epoch": "epochs_run"})

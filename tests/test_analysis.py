@@ -101,3 +101,8 @@ def test_reference_covers_every_report_experiment_with_known_variants():
             variants = yaml.safe_load(f)["variants"]
         assert set(rows["variant"]) <= set(variants), experiment
     assert set(reference["metric"]) <= {"test_acc", "peak_test_acc", "train_loss"}
+
+
+def test_tables_keep_the_frames_variant_order():
+    frame = tidy([("zeta", 0, [0.1]), ("zeta", 1, [0.2]), ("alpha", 0, [0.1, 0.2]), ("alpha", 1, [0.3, 0.4])], baseline="zeta")
+    assert list(per_variant(frame)["variant"]) == ["zeta", "alpha"]
