@@ -9,7 +9,7 @@ import argparse
 import glob
 import os
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 from study.errors import StudyError
 

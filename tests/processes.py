@@ -6,6 +6,7 @@ PID; nothing is killed by name.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -73,3 +74,17 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, proc: sub
             raise AssertionError(f"process ended (rc {proc.returncode}) before {what}")
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def result_rows(trial_dir: str) -> list[dict]:
+    """A trial's result.json as Ray wrote it: one dict per reported epoch ([] before the first)."""
+    path = os.path.join(trial_dir, "result.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def experiment_rows(exp_dir: str) -> dict[str, list[dict]]:
+    """result_rows for every trial folder of an experiment, by folder name."""
+    return {name: rows for name in sorted(os.listdir(exp_dir)) if (rows := result_rows(os.path.join(exp_dir, name)))}

@@ -18,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from tests.processes import alive, children_of
+from tests.processes import alive, children_of, experiment_rows
 
 pytestmark = pytest.mark.slow
 
@@ -91,16 +91,6 @@ class Cluster:
         stop_cluster(self.temp_dir)
 
 
-def results(exp: str) -> dict[str, list[dict]]:
-    out = {}
-    for trial in sorted(os.listdir(exp)):
-        path = os.path.join(exp, trial, "result.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                out[trial] = [json.loads(line) for line in f if line.strip()]
-    return out
-
-
 SMALL = """
 name: nodes
 dataset: synthetic
@@ -128,7 +118,7 @@ def test_study_spreads_trials_over_both_nodes(two_nodes, write_yaml, tmp_path):
     proc = two_nodes.study("run", write_yaml(SMALL), "--storage-path", str(shared), "--name", "nodes")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "local path on a 2-node cluster" in proc.stderr  # the shared-storage warning
-    trials = results(str(shared / "nodes"))
+    trials = experiment_rows(str(shared / "nodes"))
     assert len(trials) == 4 and all(rows[-1]["epoch"] == 2 for rows in trials.values())
     nodes = {rows[-1]["node_id"] for rows in trials.values()}
     assert len(nodes) == 2, nodes
@@ -159,7 +149,7 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(write_yaml, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 CPU + 0.25 GPU each" in proc.stdout
     spans = []
-    for rows in results(str(tmp_path / "packed")).values():
+    for rows in experiment_rows(str(tmp_path / "packed")).values():
         first, last = rows[0], rows[-1]
         spans.append((first["timestamp"] - first["time_total_s"], last["timestamp"]))
     assert len(spans) == 4

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
 import signal
 
 import pytest
 
 from tests.processes import children_of, kill_tree, start_study, wait_for
+from tests.processes import result_rows as rows
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +28,6 @@ space:
   num_train: 2048
   num_test: 256
 """
-
-
-def rows(trial_dir: str) -> list[dict]:
-    path = os.path.join(trial_dir, "result.json")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def checkpoint_epochs(trial_dir: str) -> int:
