@@ -123,18 +123,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise StudyError(f"--name: {path} already exists; pass --resume to continue it, or another --name")
         plans.append((spec, path))
     runner.connect(args.address)
+    resources = [runner.resolve_resources(spec, args.autoscale) for spec, _ in plans]  # all, before any run
     failed = 0
-    for spec, path in plans:
-        failed += run_one(spec, path, storage, args.resume, args.autoscale)
+    for (spec, path), trial_resources in zip(plans, resources):
+        failed += run_one(spec, path, storage, args.resume, trial_resources)
     return EXIT_TRIALS_FAILED if failed else EXIT_OK
 
 
-def run_one(spec, path: str, storage: str, resume: bool, autoscale: bool) -> int:
+def run_one(spec, path: str, storage: str, resume: bool, resources: dict[str, float]) -> int:
     from ray import tune
 
     from study import run as runner
 
-    resources = runner.resolve_resources(spec, autoscale)
     runner.warn_if_local_storage(storage)
     print(f"[study] {spec.name}: {spec.num_trials()} trials x up to {spec.max_epochs()} epochs, "
           f"{resources['cpu']:g} CPU + {resources['gpu']:g} GPU each -> {path}", flush=True)  # fmt: skip
@@ -171,7 +171,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     runner.verify_checkpoints(path)
     runner.connect(args.address)
     storage = path.rsplit("/", 1)[0]
-    return EXIT_TRIALS_FAILED if run_one(spec, path, storage, True, args.autoscale) else EXIT_OK
+    resources = runner.resolve_resources(spec, args.autoscale)
+    return EXIT_TRIALS_FAILED if run_one(spec, path, storage, True, resources) else EXIT_OK
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
