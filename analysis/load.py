@@ -8,6 +8,7 @@ from typing import Iterable
 import pandas as pd
 
 from study.errors import StudyError, reason
+from study.state_backup import repair_state
 from study.trainable import META_KEY, VARIANT_KEY, trial_config
 
 METRIC_COLUMNS = [
@@ -28,6 +29,7 @@ def load_experiment(path: str) -> pd.DataFrame:
         path = os.path.abspath(path)
         if not os.path.isdir(path):
             raise StudyError(f"{path}: no such experiment folder")
+        repair_state(path)  # a state file cut short by a crash: back to the last good copy
     try:
         ea = tune.ExperimentAnalysis(path)
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:

@@ -139,6 +139,9 @@ def run_one(spec, path: str, storage: str, resume: bool, resources: dict[str, fl
     print(f"[study] {spec.name}: {spec.num_trials()} trials x up to {spec.max_epochs()} epochs, "
           f"{resources['cpu']:g} CPU + {resources['gpu']:g} GPU each -> {path}", flush=True)  # fmt: skip
     if resume:
+        from study.state_backup import repair_state
+
+        repair_state(path)
         tuner = tune.Tuner.restore(path, runner.make_trainable(resources), resume_unfinished=True, resume_errored=True)
     else:
         runner.save_spec(spec, path)

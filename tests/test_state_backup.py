@@ -1,0 +1,42 @@
+"""The backup of Tune's experiment state that survives a crash in the middle of Ray's write."""
+
+import json
+import os
+
+import pytest
+
+from study.errors import StudyError
+from study.state_backup import BACKUP_DIR, StateBackup, repair_state
+
+
+def write_state(folder, payload) -> str:
+    path = folder / "experiment_state-2026.json"
+    path.write_text(json.dumps(payload))
+    (folder / "search_gen_state-2026.json").write_text(json.dumps({"generated": payload["n"]}))
+    return str(path)
+
+
+def test_a_state_cut_short_is_restored_from_the_last_readable_copy(tmp_path):
+    state = write_state(tmp_path, {"n": 1})
+    backup = StateBackup(str(tmp_path), every_s=0)
+    backup.on_step_end(0, [])
+    write_state(tmp_path, {"n": 2})
+    backup.on_step_end(1, [])  # the newest readable state is kept
+    with open(state, "r+") as f:  # a crash mid-write: half a JSON document
+        f.truncate(5)
+    backup.on_step_end(2, [])  # an unreadable state never replaces the copy
+    os.utime(state, (0, 0))  # written long ago: no live run is writing it
+    assert repair_state(str(tmp_path)) is True
+    assert json.loads(open(state).read()) == {"n": 2}
+    assert json.loads((tmp_path / "search_gen_state-2026.json").read_text()) == {"generated": 2}
+    assert repair_state(str(tmp_path)) is False  # nothing left to repair
+    assert sorted(os.listdir(tmp_path / BACKUP_DIR)) == ["experiment_state-2026.json", "search_gen_state-2026.json"]
+
+
+def test_a_state_cut_short_without_a_copy_is_a_clear_error(tmp_path):
+    state = write_state(tmp_path, {"n": 1})
+    with open(state, "r+") as f:
+        f.truncate(3)
+    os.utime(state, (0, 0))
+    with pytest.raises(StudyError, match="experiment state cut short"):
+        repair_state(str(tmp_path))
