@@ -91,7 +91,7 @@ def run_config(spec: StudySpec, storage_path: str, run_name: str) -> tune.RunCon
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
         verbose=1,  # Ray's status table only, not every trial's result box
-        callbacks=[StateBackup(join(storage_path, run_name)), EtaCallback(spec.num_trials() if spec.search.type != "optuna" else spec.num_samples, spec.max_epochs())],
+        callbacks=[StateBackup(join(storage_path, run_name)), EtaCallback(spec.num_trials(), spec.max_epochs())],
     )
 
 

@@ -84,8 +84,8 @@ class StudySpec:
             return self.scheduler.max_t
         return max(epoch_values(self))
 
-    def num_trials(self) -> int | None:
-        """Trials Tune will create (grid x variants x num_samples); None when unbounded."""
+    def num_trials(self) -> int:
+        """Trials Tune will create: grid points x variants x num_samples (optuna: num_samples)."""
         grid = 1
         for v in self.space.values():
             if isinstance(v, Domain) and v.kind == "grid":
