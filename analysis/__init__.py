@@ -1,10 +1,17 @@
 """Analysis of study experiments: tidy loading, the four tables, learning-curve plots."""
 
-from analysis.load import load_experiment, load_experiments
-from analysis.report import summarize_experiments
-from analysis.tables import against_report, best_trials, compute, effects, mean_ci, per_variant
+from study.analysis.load import load_experiment, load_experiments
+from study.analysis.report import summarize_experiments
+from study.analysis.tables import against_report, best_trials, compute, effects, mean_ci, per_variant
 
 __all__ = [
-    "against_report", "best_trials", "compute", "effects", "load_experiment", "load_experiments",
-    "mean_ci", "per_variant", "summarize_experiments",
-]  # fmt: skip
+    "against_report",
+    "best_trials",
+    "compute",
+    "effects",
+    "load_experiment",
+    "load_experiments",
+    "mean_ci",
+    "per_variant",
+    "summarize_experiments",
+]

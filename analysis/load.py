@@ -2,44 +2,76 @@
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
+from study import storage
 from study.errors import StudyError, reason
-from study.state_backup import repair_state
-from study.trainable import META_KEY, VARIANT_KEY, trial_config
+from study.experiment_state import STATE_GLOB, repair_state
+from study.schema import META_KEY, VARIANT_KEY, trial_config
 
 METRIC_COLUMNS = [
-    "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "images_per_s",
-    "diverged", "node_id", "pid", "timestamp", "time_this_iter_s", "time_total_s",
-]  # fmt: skip
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "epoch_time_s",
+    "images_per_s",
+    "diverged",
+    "node_id",
+    "pid",
+    "timestamp",
+    "time_this_iter_s",
+    "time_total_s",
+]
 
 
 def load_experiment(path: str) -> pd.DataFrame:
-    """Read one experiment folder (local or a pyarrow URI such as s3://) through Ray's own API.
+    """Read one experiment folder (local or a pyarrow URI such as s3://) from its JSON files.
 
-    Works on finished, running and interrupted experiments: `ExperimentAnalysis` reads the
-    experiment state and every trial's result.json as they are on disk now.
+    Works on finished, running and interrupted experiments, and on folders someone else wrote:
+    it reads each trial's params.json and result.json and the statuses in Tune's
+    experiment_state-*.json, all as JSON. Ray's pickles (tuner.pkl, params.pkl, the pickled
+    fields of the state) are never opened, and Ray is not imported.
     """
-    from ray import tune
-
-    if "://" not in path:
-        path = os.path.abspath(path)
+    path = storage.normalize(path)
+    if not storage.is_uri(path):
         if not os.path.isdir(path):
             raise StudyError(f"{path}: no such experiment folder")
         repair_state(path)  # a state file cut short by a crash: back to the last good copy
-    try:
-        ea = tune.ExperimentAnalysis(path)
-    except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
-        raise StudyError(f"{path}: not a Ray Tune experiment folder ({reason(exc)})") from None
+    entries = storage.list_dir(path)
+    states = [name for name, is_dir in entries if not is_dir and fnmatch.fnmatch(name, STATE_GLOB)]
+    if not states:
+        raise StudyError(f"{path}: not a Ray Tune experiment folder (no {STATE_GLOB} in it)")
+    tune_state = trial_states(storage.join(path, states[-1]))
     frames = []
-    for trial in ea.trials:
-        results = ea.trial_dataframes.get(trial.trial_id)
-        if results is None or results.empty or "epoch" not in results:
+    for name, is_dir in entries:
+        trial_dir = storage.join(path, name)
+        if not is_dir or not storage.is_file(storage.join(trial_dir, "params.json")):
+            continue
+        state = tune_state.get(name, {})
+        results = read_results(storage.join(trial_dir, "result.json"))
+        if results.empty and "epoch" in state.get("last_result", {}):
+            # The driver was killed before it flushed result.json: Tune's state still holds the
+            # trial's last result, so at least its newest epoch counts.
+            results = pd.DataFrame([state["last_result"]])
+        if results.empty or "epoch" not in results:
             continue  # a trial that has not reported yet
-        frames.append(trial_frame(trial.trial_id, trial.status, trial.config, results, path))
+        trial_id = str(results["trial_id"].iloc[-1]) if "trial_id" in results else str(state.get("trial_id", name))
+        params = storage.join(trial_dir, "params.json")
+        config = read_json(params)
+        if not isinstance(config, dict) or not isinstance(config.get(META_KEY, {}), dict):
+            raise StudyError(f"{params}: expected the trial's config as a JSON object")
+        status = state.get("status") or (
+            "ERROR" if storage.is_file(storage.join(trial_dir, "error.txt")) else "UNKNOWN"
+        )
+        frames.append(trial_frame(trial_id, status, config, results, path, params))
     if not frames:
         raise StudyError(f"{path}: experiment has no trial results yet")
     # Variants in the order the file lists them, then trials in the order Tune created them.
@@ -47,17 +79,66 @@ def load_experiment(path: str) -> pd.DataFrame:
     return frame.sort_values(["variant_rank", "trial_id", "epoch"], kind="stable").reset_index(drop=True)
 
 
-def trial_frame(trial_id: str, status: str, config: dict, results: pd.DataFrame, path: str) -> pd.DataFrame:
+def read_json(uri: str) -> Any:
+    try:
+        return json.loads(storage.read_text(uri))
+    except (OSError, ValueError) as exc:
+        raise StudyError(f"{uri}: unreadable JSON ({reason(exc)})") from None
+
+
+def read_results(uri: str) -> pd.DataFrame:
+    """A trial's result.json: one JSON object per line, one line per reported epoch."""
+    if not storage.is_file(uri):
+        return pd.DataFrame()
+    rows = []
+    for line in storage.read_text(uri).splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash mid-write: the epochs before it still count
+        if isinstance(row, dict):
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def trial_states(state_uri: str) -> dict[str, dict[str, Any]]:
+    """Trial folder name -> {trial_id, status, last_result} from Tune's state, read as plain JSON.
+
+    Each trial's entry is a JSON string; the fields Ray pickles inside it stay the hex text they
+    are, never unpickled. An unreadable state gives {} (statuses then come from the trial folders).
+    """
+    try:
+        state = json.loads(storage.read_text(state_uri))
+        entries = [(json.loads(item[0]), json.loads(item[1])) for item in state.get("trial_data", [])]
+    except (OSError, ValueError, TypeError, IndexError, AttributeError):
+        return {}
+    out = {}
+    for trial, run in entries:
+        if not (isinstance(trial, dict) and isinstance(trial.get("relative_logdir"), str)):
+            continue
+        last_result = run.get("last_result") if isinstance(run, dict) else None
+        out[trial["relative_logdir"]] = {
+            "trial_id": str(trial.get("trial_id")),
+            "status": str(trial.get("status")),
+            "last_result": last_result if isinstance(last_result, dict) else {},
+        }
+    return out
+
+
+def trial_frame(
+    trial_id: str, status: str, config: dict, results: pd.DataFrame, path: str, source: str = "trial config"
+) -> pd.DataFrame:
     meta = config.get(META_KEY) or {}
-    resolved = trial_config(config).to_dict()  # defaults + file + variant: what the trial ran
+    resolved = trial_config(config, source).to_dict()  # defaults + file + variant: what the trial ran
     df = results[[c for c in METRIC_COLUMNS if c in results]].copy()
     # A resumed trial may report an epoch again; its last report for that epoch wins.
     df = df.drop_duplicates("epoch", keep="last").sort_values("epoch")
     df.insert(0, "trial_id", trial_id)
-    df.insert(0, "experiment", meta.get("experiment") or os.path.basename(path.rstrip("/")))
+    df.insert(0, "experiment", str(meta.get("experiment") or storage.basename(path)))
     df["experiment_path"] = path
     df["status"] = status
-    df["variant"] = (config.get(VARIANT_KEY) or {}).get("name")
+    variant = config.get(VARIANT_KEY)
+    df["variant"] = str(variant["name"]) if isinstance(variant, dict) and "name" in variant else None
     order = list(meta.get("variants") or [])
     df["variant_rank"] = order.index(df["variant"].iloc[0]) if df["variant"].iloc[0] in order else len(order)
     df["baseline"] = meta.get("baseline")
@@ -65,6 +146,17 @@ def trial_frame(trial_id: str, status: str, config: dict, results: pd.DataFrame,
     for key, value in resolved.items():
         df[f"config_{key}"] = value
     return df
+
+
+def load_environment(path: str) -> dict | None:
+    """The experiment's environment.json (see `study.environment`), or None where it has none."""
+    from study.environment import ENVIRONMENT_FILE
+
+    try:
+        env = json.loads(storage.read_text(storage.join(storage.normalize(path), ENVIRONMENT_FILE)))
+    except (OSError, ValueError, StudyError):
+        return None
+    return env if isinstance(env, dict) else None
 
 
 def load_experiments(paths: Iterable[str]) -> pd.DataFrame:
@@ -78,13 +170,17 @@ def label_variants(frame: pd.DataFrame) -> pd.DataFrame:
     Seeds are not part of a variant: trials that differ only by seed are repeats of one variant.
     """
     frame = frame.copy()
-    for experiment, group in frame.groupby("experiment"):
+    for _, group in frame.groupby("experiment"):
         if group["variant"].notna().all():
             continue
         config_cols = [c for c in group if c.startswith("config_") and c != "config_seed"]
         varying = [c for c in config_cols if group[c].astype(str).nunique() > 1]
-        labels = group[varying].astype(str).apply(
-            lambda row: ",".join(f"{c[len('config_'):]}={v}" for c, v in row.items()) or "all", axis=1
-        ) if varying else pd.Series("all", index=group.index)  # fmt: skip
+        labels = (
+            group[varying]
+            .astype(str)
+            .apply(lambda row: ",".join(f"{c[len('config_') :]}={v}" for c, v in row.items()) or "all", axis=1)
+            if varying
+            else pd.Series("all", index=group.index)
+        )
         frame.loc[group.index, "variant"] = labels
     return frame

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pandas as pd
+
+
+def plot_file_name(experiment: str) -> str:
+    """curves_EXPERIMENT.png, with anything but letters, digits and ._+- replaced: the name comes
+    from the trial files, which anyone may have written, so it must not choose a path."""
+    return "curves_" + re.sub(r"[^A-Za-z0-9._+-]", "_", experiment).lstrip(".")[:100] + ".png"
 
 
 def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
@@ -17,12 +24,18 @@ def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
 
     f = frame[frame["experiment"] == experiment]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for (variant, g), color in zip(f.groupby("variant", sort=False), plt.cm.tab10.colors * 10):
+    for (variant, g), color in zip(f.groupby("variant", sort=False), plt.cm.tab10.colors * 10, strict=False):
         by_epoch = g.groupby("epoch")
-        for ax, metric in zip(axes, ("test_acc", "train_loss")):
+        for ax, metric in zip(axes, ("test_acc", "train_loss"), strict=True):
             curve = by_epoch[metric].agg(["mean", "min", "max", "count"])
-            ax.plot(curve.index, curve["mean"], color=color, marker="o", ms=3,
-                    label=f"{variant} ({g['trial_id'].nunique()} trials)")  # fmt: skip
+            ax.plot(
+                curve.index,
+                curve["mean"],
+                color=color,
+                marker="o",
+                ms=3,
+                label=f"{variant} ({g['trial_id'].nunique()} trials)",
+            )
             ax.fill_between(curve.index, curve["min"], curve["max"], color=color, alpha=0.2, lw=0)
     axes[0].set(xlabel="epoch", ylabel="test accuracy", title=f"{experiment}: test accuracy")
     axes[1].set(xlabel="epoch", ylabel="train loss", title=f"{experiment}: train loss", yscale="log")

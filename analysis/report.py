@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from importlib import resources
-from typing import Sequence
 
 import pandas as pd
 
-from analysis import tables
-from analysis.load import load_experiments
-from analysis.plots import learning_curves
+from study import storage
+from study.analysis import tables
+from study.analysis.load import load_environment, load_experiments
+from study.analysis.plots import learning_curves, plot_file_name
 
 
 def load_reference() -> pd.DataFrame:
-    with resources.files("analysis").joinpath("reference.csv").open() as f:
+    with resources.files("study.analysis").joinpath("reference.csv").open() as f:
         return pd.read_csv(f)
 
 
 def default_out(paths: Sequence[str]) -> str:
     """EXPERIMENT_DIR/analysis for one local experiment; ./study-analysis otherwise (e.g. s3://)."""
-    if len(paths) == 1 and "://" not in paths[0]:
+    if len(paths) == 1 and not storage.is_uri(paths[0]):
         return os.path.join(paths[0], "analysis")
     return os.path.abspath("study-analysis")
 
@@ -33,7 +34,7 @@ def fmt(value: object) -> object:
 
 
 def pct_pm(mean: float, std: float, low: float, high: float) -> str:
-    """"91.3 ± 1.2 % [89.8, 92.8]" (std and CI omitted when there is one seed)."""
+    """ "91.3 ± 1.2 % [89.8, 92.8]" (std and CI omitted when there is one seed)."""
     if math.isnan(mean):
         return ""
     text = f"{100 * mean:.1f}"
@@ -48,8 +49,12 @@ def pct_pm(mean: float, std: float, low: float, high: float) -> str:
 def display_per_variant(t: pd.DataFrame) -> pd.DataFrame:
     """Table 1 for reading: accuracies as "mean ± std % [95% CI]"."""
     out = t[["experiment", "variant", "trials", "seeds"]].copy()
-    out["final test_acc"] = [pct_pm(*r) for r in t[["final_test_acc", "final_std", "final_ci_low", "final_ci_high"]].itertuples(index=False)]
-    out["best test_acc"] = [pct_pm(*r) for r in t[["best_test_acc", "best_std", "best_ci_low", "best_ci_high"]].itertuples(index=False)]
+    out["final test_acc"] = [
+        pct_pm(*r) for r in t[["final_test_acc", "final_std", "final_ci_low", "final_ci_high"]].itertuples(index=False)
+    ]
+    out["best test_acc"] = [
+        pct_pm(*r) for r in t[["best_test_acc", "best_std", "best_ci_low", "best_ci_high"]].itertuples(index=False)
+    ]
     out["epochs"] = t["epochs_run"].map("{:.1f}".format)
     out["ASHA-stopped"] = t["stopped_early"].map("{:.0%}".format)
     out["diverged"] = t["diverged"]
@@ -96,7 +101,24 @@ def summarize_experiments(paths: Sequence[str], out: str | None = None, plots: b
     frame.to_csv(os.path.join(out, "results.csv"), index=False)
     if plots:
         for experiment in frame["experiment"].unique():
-            path = learning_curves(frame, experiment, os.path.join(out, f"curves_{experiment}.png"))
+            path = learning_curves(frame, experiment, os.path.join(out, plot_file_name(experiment)))
             print(f"learning curves: {path}")
+    print_environments(paths)
     print(f"tables (Markdown + CSV): {out}")
     return built
+
+
+def print_environments(paths: Sequence[str]) -> None:
+    """One line per experiment on what produced it, and what differs between them."""
+    from study.environment import differences, summary
+
+    envs = {p: load_environment(p) for p in paths}
+    for path, env in envs.items():
+        name = os.path.basename(path.rstrip("/"))
+        print(f"environment of {name}: " + (summary(env) if env else "not recorded (no environment.json)"))
+        for record in (env or {}).get("resumes", []):
+            print(f"  resumed {record.get('time')}: {summary(record)}")
+    recorded = {os.path.basename(p.rstrip("/")): e for p, e in envs.items() if e}
+    differ = differences(recorded)
+    if differ:
+        print("warning: these experiments were made by different code or packages: " + "; ".join(differ))

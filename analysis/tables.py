@@ -30,7 +30,9 @@ def mean_ci(values: pd.Series | np.ndarray, confidence: float = CONFIDENCE) -> t
 def trial_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: its last epoch, final and best test_acc, and whether ASHA stopped it."""
     # The last epoch of each trial, kept in the frame's order (variants as the file lists them).
-    last = frame.sort_values("epoch", kind="stable").groupby(["experiment", "trial_id"], sort=False).tail(1).sort_index()
+    last = (
+        frame.sort_values("epoch", kind="stable").groupby(["experiment", "trial_id"], sort=False).tail(1).sort_index()
+    )
     best = frame.groupby(["experiment", "trial_id"])["test_acc"].max().rename("best_test_acc")
     out = last.set_index(["experiment", "trial_id"]).join(best).reset_index()
     out = out.rename(columns={"test_acc": "final_test_acc", "epoch": "epochs_run"})
@@ -47,16 +49,28 @@ def per_variant(frame: pd.DataFrame) -> pd.DataFrame:
     for (experiment, variant), g in trial_summary(frame).groupby(["experiment", "variant"], sort=False):
         final = mean_ci(g["final_test_acc"])
         best = mean_ci(g["best_test_acc"])
-        rows.append({
-            "experiment": experiment, "variant": variant,
-            "trials": len(g), "seeds": g["config_seed"].nunique(),
-            "final_test_acc": final[0], "final_std": final[1], "final_ci_low": final[2], "final_ci_high": final[3],
-            "best_test_acc": best[0], "best_std": best[1], "best_ci_low": best[2], "best_ci_high": best[3],
-            "epochs_run": g["epochs_run"].mean(), "stopped_early": g["stopped_early"].mean(),
-            "diverged": int(g["diverged"].sum()),
-            "train_time_s": g["time_total_s"].mean(), "images_per_s": g["images_per_s"].mean(),
-            "train_test_gap": g["gap"].mean(),
-        })  # fmt: skip
+        rows.append(
+            {
+                "experiment": experiment,
+                "variant": variant,
+                "trials": len(g),
+                "seeds": g["config_seed"].nunique(),
+                "final_test_acc": final[0],
+                "final_std": final[1],
+                "final_ci_low": final[2],
+                "final_ci_high": final[3],
+                "best_test_acc": best[0],
+                "best_std": best[1],
+                "best_ci_low": best[2],
+                "best_ci_high": best[3],
+                "epochs_run": g["epochs_run"].mean(),
+                "stopped_early": g["stopped_early"].mean(),
+                "diverged": int(g["diverged"].sum()),
+                "train_time_s": g["time_total_s"].mean(),
+                "images_per_s": g["images_per_s"].mean(),
+                "train_test_gap": g["gap"].mean(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -93,7 +107,15 @@ def effects(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                     verdict = f"{'better' if diff > 0 else 'worse'} (p < {alpha})"
                 else:
                     verdict = f"no clear effect (p >= {alpha})"
-            rows.append(dict(zip(columns, [experiment, variant, baseline, epoch, len(x), len(base), diff, p, verdict])))
+            rows.append(
+                dict(
+                    zip(
+                        columns,
+                        [experiment, variant, baseline, epoch, len(x), len(base), diff, p, verdict],
+                        strict=True,
+                    )
+                )
+            )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -130,11 +152,21 @@ def against_report(frame: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
                 verdict = "higher"
             else:
                 verdict = "reproduced"
-        rows.append({
-            "experiment": ref.experiment, "variant": ref.variant, "metric": ref.metric,
-            "epoch": ref.epoch, "report": ref.value, "measured": mean, "ci_low": low, "ci_high": high,
-            "n": len(values), "verdict": verdict, "passage": ref.passage,
-        })  # fmt: skip
+        rows.append(
+            {
+                "experiment": ref.experiment,
+                "variant": ref.variant,
+                "metric": ref.metric,
+                "epoch": ref.epoch,
+                "report": ref.value,
+                "measured": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "n": len(values),
+                "verdict": verdict,
+                "passage": ref.passage,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -147,20 +179,37 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
         start = (f["timestamp"] - f["time_total_s"]).min()  # first trial's start, in epoch seconds
         planned = int(np.minimum(g["config_epochs"], g["max_t"]).sum())
         spent = int(g["epochs_run"].sum())
-        rows.append({
-            "experiment": experiment, "trials": len(g), "nodes": f["node_id"].nunique() if "node_id" in f else 1,
-            "trial_epochs": spent, "planned_epochs": planned,
-            "asha_saved_epochs": planned - spent, "saved_share": (planned - spent) / planned if planned else math.nan,
-            "stopped_early": int(g["stopped_early"].sum()), "diverged": int(g["diverged"].sum()),
-            "wall_time_s": float(f["timestamp"].max() - start), "trial_time_s": float(g["time_total_s"].sum()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "experiment": experiment,
+                "trials": len(g),
+                "nodes": f["node_id"].nunique() if "node_id" in f else 1,
+                "trial_epochs": spent,
+                "planned_epochs": planned,
+                "asha_saved_epochs": planned - spent,
+                "saved_share": (planned - spent) / planned if planned else math.nan,
+                "stopped_early": int(g["stopped_early"].sum()),
+                "diverged": int(g["diverged"].sum()),
+                "wall_time_s": float(f["timestamp"].max() - start),
+                "trial_time_s": float(g["time_total_s"].sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def best_trials(frame: pd.DataFrame, metric: str = "test_acc", top: int = 10) -> pd.DataFrame:
     """The best trials by their best `metric` (higher is better for accuracies)."""
     trials = trial_summary(frame)
-    cols = ["experiment", "variant", "config_seed", "epochs_run", "best_test_acc", "final_test_acc", "train_loss", "status"]
+    cols = [
+        "experiment",
+        "variant",
+        "config_seed",
+        "epochs_run",
+        "best_test_acc",
+        "final_test_acc",
+        "train_loss",
+        "status",
+    ]
     ascending = "loss" in metric
     key = "best_test_acc" if metric == "test_acc" else metric
     return trials.sort_values(key, ascending=ascending)[cols].head(top).reset_index(drop=True)

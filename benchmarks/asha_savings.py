@@ -41,34 +41,43 @@ def main() -> None:
     parser.add_argument("--max-t", type=int, default=8)
     args = parser.parse_args()
 
-    from analysis.load import load_experiment
-    from analysis.tables import compute, trial_summary
+    from study.analysis.load import load_experiment
+    from study.analysis.tables import compute, trial_summary
 
     rows, configs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         space = write_space(os.path.join(tmp, "space.yaml"), SPACE.format(max_t=args.max_t))
         for scheduler in ("asha", "fifo"):
-            wall, _ = run_study(["run", space, "--scheduler", scheduler, "--storage-path", tmp, "--name", scheduler], os.path.join(tmp, f"{scheduler}.log"))
+            wall, _ = run_study(
+                ["run", space, "--scheduler", scheduler, "--storage-path", tmp, "--name", scheduler],
+                os.path.join(tmp, f"{scheduler}.log"),
+            )
             frame = load_experiment(os.path.join(tmp, scheduler))
             trials = trial_summary(frame)
-            configs[scheduler] = sorted(zip(trials["config_channels"], trials["config_lr"].round(8)))
+            configs[scheduler] = sorted(zip(trials["config_channels"], trials["config_lr"].round(8), strict=True))
             best = trials.loc[trials["best_test_acc"].idxmax()]
             c = compute(frame).iloc[0]
             rows[scheduler] = {
-                "scheduler": scheduler, "trials": int(c["trials"]), "trial-epochs": int(c["trial_epochs"]),
+                "scheduler": scheduler,
+                "trials": int(c["trials"]),
+                "trial-epochs": int(c["trial_epochs"]),
                 "best test_acc": f"{best['best_test_acc']:.4f}",
                 "best trial": f"channels={best['config_channels']}, lr={best['config_lr']}",
                 "wall s": f"{wall:.0f}",
-            }  # fmt: skip
+            }
     assert configs["asha"] == configs["fifo"], "the two runs drew different configurations"
     share = rows["asha"]["trial-epochs"] / rows["fifo"]["trial-epochs"]
     gap = float(rows["fifo"]["best test_acc"]) - float(rows["asha"]["best test_acc"])
     met = share <= 0.40 and gap <= 0.01
-    verdict = (f"ASHA used {share:.0%} of FIFO's trial-epochs (target <= 40%); its best test_acc is "
-               f"{100 * gap:+.2f} points below FIFO's (target <= 1 point): {'met' if met else 'MISSED'}")  # fmt: skip
-    notes = (f"digits (1347 train / 450 test), 16 trials: cnn channels from {{16, 32, 64}} x Adam lr log-uniform "
-             f"in [1e-4, 1e-2] (random search, seed 0: the same 16 configurations in both runs), fc 256, batch 64, "
-             f"seed 0, max_t {args.max_t}; ASHA grace 1, reduction factor 4 (Ray's default); 1 CPU per trial, 2 at once.")  # fmt: skip
+    verdict = (
+        f"ASHA used {share:.0%} of FIFO's trial-epochs (target <= 40%); its best test_acc is "
+        f"{100 * gap:+.2f} points below FIFO's (target <= 1 point): {'met' if met else 'MISSED'}"
+    )
+    notes = (
+        f"digits (1347 train / 450 test), 16 trials: cnn channels from {{16, 32, 64}} x Adam lr log-uniform "
+        f"in [1e-4, 1e-2] (random search, seed 0: the same 16 configurations in both runs), fc 256, batch 64, "
+        f"seed 0, max_t {args.max_t}; ASHA grace 1, reduction factor 4 (Ray's default); 1 CPU per trial, 2 at once."
+    )
     record("3. ASHA savings", list(rows.values()), verdict, notes)
 
 

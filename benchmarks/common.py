@@ -26,8 +26,10 @@ def machine() -> str:
         pass
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB RAM, {gpu}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}")  # fmt: skip
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB RAM, {gpu}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}"
+    )
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -67,7 +69,11 @@ def run_study(args: list[str], log_path: str, first_result_glob: str | None = No
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "study", *args], stdout=log, stderr=subprocess.STDOUT)
         while proc.poll() is None:
-            if first is None and first_result_glob and any(os.path.getsize(p) > 0 for p in glob.glob(first_result_glob)):
+            if (
+                first is None
+                and first_result_glob
+                and any(os.path.getsize(p) > 0 for p in glob.glob(first_result_glob))
+            ):
                 first = time.perf_counter() - start
             time.sleep(0.2)  # light polling: this process must not steal the trial's CPU
     if proc.returncode != 0:

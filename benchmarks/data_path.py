@@ -64,21 +64,30 @@ def main() -> None:
     ours = BatchLoader(images, labels, 256, mean, std, "flip+crop", torch.Generator().manual_seed(0))
     ours_ips = time_epochs(lambda: ours, args.epochs)
 
-    tf = transforms.Compose([
-        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(), transforms.Normalize(mean, std),
-    ])  # fmt: skip
+    tf = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
     dataset = PILDataset(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), tf)
     loader = DataLoader(dataset, batch_size=256, shuffle=True, num_workers=args.workers, persistent_workers=True)
     torch_ips = time_epochs(lambda: loader, args.epochs)
 
     ratio = ours_ips / torch_ips
     rows = [
-        {"loader": f"torchvision DataLoader + PIL transforms ({args.workers} workers)", "images/s": f"{torch_ips:,.0f}"},
+        {
+            "loader": f"torchvision DataLoader + PIL transforms ({args.workers} workers)",
+            "images/s": f"{torch_ips:,.0f}",
+        },
         {"loader": "study BatchLoader (uint8 tensor, batched flip+crop+normalise)", "images/s": f"{ours_ips:,.0f}"},
     ]
     verdict = f"speed-up {ratio:.1f}x (target >= 5x on CPU: {'met' if ratio >= 5 else 'MISSED'})"
-    notes = f"{args.num_images} CIFAR-sized uint8 images, batch 256, flip+crop+normalise, {args.epochs} epochs each, CPU."
+    notes = (
+        f"{args.num_images} CIFAR-sized uint8 images, batch 256, flip+crop+normalise, {args.epochs} epochs each, CPU."
+    )
     record("2. Data path", rows, verdict, notes)
 
 

@@ -19,7 +19,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import read_results, record, run_study, write_space  # noqa: E402
 
 
-
 def epoch_seconds(model_fields: dict, precision: str, n_train: int, n_test: int, steps: int, batch: int) -> float:
     """Seconds for one CIFAR-sized epoch (train + eval), timed on `steps` steps and scaled."""
     import torch
@@ -28,10 +27,18 @@ def epoch_seconds(model_fields: dict, precision: str, n_train: int, n_test: int,
     from study.data import load_dataset
     from study.train import Trainer
 
-    cfg = TrialConfig.from_dict({
-        "dataset": "synthetic", "num_train": n_train, "num_test": n_test, "batch_size": batch,
-        "augment": "flip+crop", "precision": precision, "max_steps_per_epoch": steps, **model_fields,
-    })  # fmt: skip
+    cfg = TrialConfig.from_dict(
+        {
+            "dataset": "synthetic",
+            "num_train": n_train,
+            "num_test": n_test,
+            "batch_size": batch,
+            "augment": "flip+crop",
+            "precision": precision,
+            "max_steps_per_epoch": steps,
+            **model_fields,
+        }
+    )
     trainer = Trainer(cfg, load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test))
     trainer.run_epoch()  # warm-up: cuDNN autotuning, allocator
     if trainer.device.type == "cuda":
@@ -45,7 +52,9 @@ def epoch_seconds(model_fields: dict, precision: str, n_train: int, n_test: int,
 
 def packed_throughput(n_trials: int, gpu_share: float, n_train: int, epochs: int, steps: int, tmp: str) -> float:
     """Total training images/s of `n_trials` cnn(128) trials sharing the GPU through Ray."""
-    space = write_space(os.path.join(tmp, f"pack{n_trials}.yaml"), f"""
+    space = write_space(
+        os.path.join(tmp, f"pack{n_trials}.yaml"),
+        f"""
 name: pack{n_trials}
 dataset: synthetic
 scheduler: {{type: fifo}}
@@ -59,8 +68,11 @@ space:
   model: cnn
   channels: 128
   augment: flip+crop
-""")
-    run_study(["run", space, "--storage-path", tmp, "--name", f"pack{n_trials}"], os.path.join(tmp, f"pack{n_trials}.log"))
+""",
+    )
+    run_study(
+        ["run", space, "--storage-path", tmp, "--name", f"pack{n_trials}"], os.path.join(tmp, f"pack{n_trials}.log")
+    )
     trials = read_results(os.path.join(tmp, f"pack{n_trials}"))
     return sum(rows[-1]["images_per_s"] for rows in trials.values())
 
@@ -89,7 +101,12 @@ def main() -> None:
         one = packed_throughput(1, 1 if not args.smoke else 0, n_train, 2, steps, tmp)
         four = packed_throughput(4, 0.25 if not args.smoke else 0, n_train, 2, steps, tmp)
     rows.append({"what": "cnn 128, 1 trial on the GPU", "value": f"{one:,.0f} images/s"})
-    rows.append({"what": "cnn 128, 4 trials packed (0.25 GPU each)", "value": f"{four:,.0f} images/s in all ({four / one:.2f}x)"})
+    rows.append(
+        {
+            "what": "cnn 128, 4 trials packed (0.25 GPU each)",
+            "value": f"{four:,.0f} images/s in all ({four / one:.2f}x)",
+        }
+    )
 
     # Upper bound for search_spaces/report/: every trial to max_t (ASHA only shortens it),
     # one trial at a time, at the measured bf16 epoch time of the nearest measured model.
@@ -101,14 +118,20 @@ def main() -> None:
         spec = load_spec(os.path.join(root, name))
         per_epoch = seconds[("resnet18 32x32" if "resnet" in name else "cnn 128", "bf16")]
         total += spec.num_trials() * spec.max_epochs() * per_epoch
-    rows.append({"what": "report set, every trial to max_t, one at a time (upper bound)", "value": f"{total / 3600:.2f} h"})
+    rows.append(
+        {"what": "report set, every trial to max_t, one at a time (upper bound)", "value": f"{total / 3600:.2f} h"}
+    )
     cnn_ok, res_ok = seconds[("cnn 128", "bf16")] < 1, seconds[("resnet18 32x32", "bf16")] < 5
-    verdict = (f"CNN epoch {seconds[('cnn 128', 'bf16')]:.2f} s (goal < 1 s: {'met' if cnn_ok else 'missed'}); "
-               f"ResNet18 epoch {seconds[('resnet18 32x32', 'bf16')]:.2f} s (goal < 5 s: {'met' if res_ok else 'missed'})")  # fmt: skip
-    notes = ("Synthetic CIFAR-sized data (50k train / 10k test, 32x32x3; 10 classes, which changes only the last "
-             "layer), batch 256, flip+crop, channels_last and cudnn.benchmark on. Epoch = measured train steps "
-             "scaled to 196 steps + the full evaluation. The report-set estimate scales the CNN 128 and ResNet18 "
-             "(32x32) epochs to every file; wider CNNs, the MLP and ResNet18 at 224x224 differ.")  # fmt: skip
+    verdict = (
+        f"CNN epoch {seconds[('cnn 128', 'bf16')]:.2f} s (goal < 1 s: {'met' if cnn_ok else 'missed'}); "
+        f"ResNet18 epoch {seconds[('resnet18 32x32', 'bf16')]:.2f} s (goal < 5 s: {'met' if res_ok else 'missed'})"
+    )
+    notes = (
+        "Synthetic CIFAR-sized data (50k train / 10k test, 32x32x3; 10 classes, which changes only the last "
+        "layer), batch 256, flip+crop, channels_last and cudnn.benchmark on. Epoch = measured train steps "
+        "scaled to 196 steps + the full evaluation. The report-set estimate scales the CNN 128 and ResNet18 "
+        "(32x32) epochs to every file; wider CNNs, the MLP and ResNet18 at 224x224 differ."
+    )
     if args.smoke:
         print(rows, verdict)
     else:

@@ -46,7 +46,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        space = write_space(os.path.join(tmp, "space.yaml"), SPACE.format(steps=args.steps, epochs=args.epochs, num_test=args.num_test))
+        space = write_space(
+            os.path.join(tmp, "space.yaml"), SPACE.format(steps=args.steps, epochs=args.epochs, num_test=args.num_test)
+        )
         run_study(["run", space, "--storage-path", tmp, "--name", "exp"], os.path.join(tmp, "log"))
         trials = read_results(os.path.join(tmp, "exp"))
     dataset_mb = 50000 * 3 * 32 * 32 / 2**20
@@ -55,16 +57,24 @@ def main() -> None:
         rss = [r["rss_mb"] for r in results]
         peak = results[-1]["peak_rss_mb"]
         worst, growth = max(worst, peak), max(growth, rss[-1] - rss[1])
-        rows.append({
-            "trial": name, "RSS after each epoch (MiB)": " / ".join(f"{v:.0f}" for v in rss),
-            "peak RSS (MiB)": f"{peak:.0f}", "growth epoch 2 -> last (MiB)": f"{rss[-1] - rss[1]:+.0f}",
-        })  # fmt: skip
+        rows.append(
+            {
+                "trial": name,
+                "RSS after each epoch (MiB)": " / ".join(f"{v:.0f}" for v in rss),
+                "peak RSS (MiB)": f"{peak:.0f}",
+                "growth epoch 2 -> last (MiB)": f"{rss[-1] - rss[1]:+.0f}",
+            }
+        )
     met = worst < 1.5 * 1000 and growth < dataset_mb / 2
-    verdict = (f"worst per-trial peak RSS {worst:.0f} MiB (target < 1.5 GB); RSS growth after epoch 2 at most "
-               f"{growth:+.0f} MiB against a {dataset_mb:.0f} MiB dataset: {'met' if met else 'MISSED'}")  # fmt: skip
-    notes = (f"2 trials at once (1 CPU each), synthetic 50,000 train / {args.num_test} test images (uint8, "
-             f"{dataset_mb:.0f} MiB), cnn 128 / FC 4096 ({17.4:.1f}M params, Adam), batch 256, flip+crop, "
-             f"{args.epochs} epochs of {args.steps} steps. RSS includes the Python, torch and Ray worker runtime.")  # fmt: skip
+    verdict = (
+        f"worst per-trial peak RSS {worst:.0f} MiB (target < 1.5 GB); RSS growth after epoch 2 at most "
+        f"{growth:+.0f} MiB against a {dataset_mb:.0f} MiB dataset: {'met' if met else 'MISSED'}"
+    )
+    notes = (
+        f"2 trials at once (1 CPU each), synthetic 50,000 train / {args.num_test} test images (uint8, "
+        f"{dataset_mb:.0f} MiB), cnn 128 / FC 4096 ({17.4:.1f}M params, Adam), batch 256, flip+crop, "
+        f"{args.epochs} epochs of {args.steps} steps. RSS includes the Python, torch and Ray worker runtime."
+    )
     record("4. Memory per trial", rows, verdict, notes)
 
 

@@ -31,14 +31,26 @@ def measure(threads: int, args: argparse.Namespace, tmp: str) -> dict:
     from study.train import Trainer
 
     torch.set_num_threads(threads)
-    cfg = TrialConfig.from_dict({
-        "dataset": "synthetic", "num_train": args.num_train, "num_test": args.num_test, "epochs": args.epochs,
-        "model": "cnn", "channels": 32, "batch_size": 256, "lr": 0.001, "augment": "flip+crop", "seed": 0,
-    })  # fmt: skip
+    cfg = TrialConfig.from_dict(
+        {
+            "dataset": "synthetic",
+            "num_train": args.num_train,
+            "num_test": args.num_test,
+            "epochs": args.epochs,
+            "model": "cnn",
+            "channels": 32,
+            "batch_size": 256,
+            "lr": 0.001,
+            "augment": "flip+crop",
+            "seed": 0,
+        }
+    )
     trainer = Trainer(cfg, load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test))
     plain = [trainer.run_epoch() for _ in range(cfg.epochs)]
 
-    space = write_space(os.path.join(tmp, f"overhead{threads}.yaml"), f"""
+    space = write_space(
+        os.path.join(tmp, f"overhead{threads}.yaml"),
+        f"""
 name: overhead
 dataset: synthetic
 scheduler: {{type: fifo}}
@@ -48,20 +60,26 @@ space:
   num_test: {args.num_test}
   epochs: {args.epochs}
   {FIELDS}
-""")
+""",
+    )
     name = f"exp{threads}"
     wall, first = run_study(
-        ["run", space, "--storage-path", tmp, "--name", name], os.path.join(tmp, f"{name}.log"),
+        ["run", space, "--storage-path", tmp, "--name", name],
+        os.path.join(tmp, f"{name}.log"),
         first_result_glob=os.path.join(tmp, name, "*", "result.json"),
-    )  # fmt: skip
+    )
     (tuned,) = read_results(os.path.join(tmp, name)).values()
     # Epoch 1 includes one-off warm-up (allocator, first kernels) in both: compare the rest.
     plain_ips = statistics.mean(r["images_per_s"] for r in plain[1:])
     tune_ips = statistics.mean(r["images_per_s"] for r in tuned[1:])
     return {
-        "threads": threads, "plain images/s": f"{plain_ips:.0f}", "Tune images/s": f"{tune_ips:.0f}",
-        "ratio": f"{tune_ips / plain_ips:.3f}", "study run -> first result": f"{first:.1f} s", "_ratio": tune_ips / plain_ips,
-    }  # fmt: skip
+        "threads": threads,
+        "plain images/s": f"{plain_ips:.0f}",
+        "Tune images/s": f"{tune_ips:.0f}",
+        "ratio": f"{tune_ips / plain_ips:.3f}",
+        "study run -> first result": f"{first:.1f} s",
+        "_ratio": tune_ips / plain_ips,
+    }
 
 
 def main() -> None:
@@ -76,10 +94,12 @@ def main() -> None:
         rows = [measure(threads, args, tmp) for threads in sorted({1, cpus})]
     ratios = {r["threads"]: r.pop("_ratio") for r in rows}
     verdict = "; ".join(f"{t} thread(s): ratio {v:.3f} ({'met' if v >= 0.95 else 'MISSED'})" for t, v in ratios.items())
-    notes = (f"cnn channels 32, synthetic {args.num_train} train / {args.num_test} test images (32x32x3), "
-             f"flip+crop, batch 256, {args.epochs} epochs, epoch 1 excluded as warm-up. The Tune trial asks for as many "
-             "CPUs as the plain loop has threads. 'first result' is from launching `study run` (Python start, "
-             "imports, Ray start, trial start, one epoch) to the first row of result.json. Target: ratio >= 0.95.")  # fmt: skip
+    notes = (
+        f"cnn channels 32, synthetic {args.num_train} train / {args.num_test} test images (32x32x3), "
+        f"flip+crop, batch 256, {args.epochs} epochs, epoch 1 excluded as warm-up. The Tune trial asks for as many "
+        "CPUs as the plain loop has threads. 'first result' is from launching `study run` (Python start, "
+        "imports, Ray start, trial start, one epoch) to the first row of result.json. Target: ratio >= 0.95."
+    )
     record("1. Tune overhead", rows, verdict, notes)
 
 

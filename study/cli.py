@@ -6,10 +6,9 @@ Exit codes: 0 success; 1 the study ran but some trials failed; 2 bad input (one 
 from __future__ import annotations
 
 import argparse
-import glob
-import os
+import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from study.errors import StudyError
 
@@ -38,12 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     over.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; 0.25 packs 4 trials on a GPU")
     over.add_argument("--seed", type=int, help="one fixed trial seed, replacing the file's seed grid")
     over.add_argument("--max-failures", type=int, help="retries of a crashed trial (default 2)")
-    over.add_argument("--scheduler", choices=("asha", "fifo"),
-                      help="fifo runs every trial to max_t (clean ablations); asha stops the weak early")  # fmt: skip
-    over.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                      help="fix any config field, e.g. --set num_train=500 --set batch_size=64 (repeatable)")  # fmt: skip
-    run.add_argument("--resume", action="store_true",
-                     help="continue the newest run of this file (or --name) instead of starting anew")  # fmt: skip
+    over.add_argument(
+        "--scheduler",
+        choices=("asha", "fifo"),
+        help="fifo runs every trial to max_t (clean ablations); asha stops the weak early",
+    )
+    over.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="fix any config field, e.g. --set num_train=500 --set batch_size=64 (repeatable)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the newest run of this file (or --name) instead of starting anew",
+    )
 
     resume = sub.add_parser("resume", help="continue an interrupted experiment from its folder")
     resume.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the folder `study run` printed")
@@ -65,136 +74,126 @@ def add_cluster_args(p: argparse.ArgumentParser, storage: bool = True) -> None:
     g = p.add_argument_group("where it runs")
     g.add_argument("--address", help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray)")
     if storage:
-        g.add_argument("--storage-path", default="results",
-                       help="folder or URI (s3://...) for results and checkpoints (default ./results)")  # fmt: skip
-    g.add_argument("--autoscale", action="store_true",
-                   help="the cluster adds nodes on demand: skip the check that a node fits one trial")  # fmt: skip
-
-
-def expand_spaces(paths: Sequence[str]) -> list[str]:
-    files: list[str] = []
-    for path in paths:
-        if os.path.isdir(path):
-            found = sorted(glob.glob(os.path.join(path, "*.yaml")))
-            if not found:
-                raise StudyError(f"{path}: folder holds no .yaml search-space files")
-            files += found
-        else:
-            files.append(path)
-    return files
+        g.add_argument(
+            "--storage-path",
+            default="results",
+            help="folder or URI (s3://...) for results and checkpoints (default ./results)",
+        )
+    g.add_argument(
+        "--autoscale",
+        action="store_true",
+        help="the cluster adds nodes on demand: skip the check that a node fits one trial",
+    )
 
 
 OVERRIDES = (
-    "dataset", "data_dir", "num_samples", "max_epochs", "cpus_per_trial", "gpus_per_trial", "seed",
-    "max_failures", "scheduler", "set",
-)  # fmt: skip
+    "dataset",
+    "data_dir",
+    "num_samples",
+    "max_epochs",
+    "cpus_per_trial",
+    "gpus_per_trial",
+    "seed",
+    "max_failures",
+    "scheduler",
+    "set",
+)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from study.run import expand_spaces
     from study.space import load_spec
 
     for path in expand_spaces(args.spaces):
         spec = load_spec(path)
-        print(f"{path}: ok ({spec.num_trials()} trials x up to {spec.max_epochs()} epochs, {spec.search.type} search, {spec.scheduler.type})")
+        print(
+            f"{path}: ok ({spec.num_trials()} trials x up to {spec.max_epochs()} epochs, "
+            f"{spec.search.type} search, {spec.scheduler.type})"
+        )
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from study import run as runner
-    from study.prepare import prepare_inputs
-    from study.space import load_spec
+    from study import run
 
     overrides = {k: getattr(args, k) for k in OVERRIDES}
-    specs = [load_spec(p, overrides) for p in expand_spaces(args.spaces)]
-    if args.name and len(specs) > 1:
-        raise StudyError("--name: names one experiment, but several files were given")
-    storage = runner.normalize_storage(args.storage_path)
-    plans = []
-    for spec in specs:  # every check before Ray starts or a folder is written
-        prepare_inputs(spec)
-        if args.resume:
-            path = runner.join(storage, args.name) if args.name else runner.latest_run(storage, spec.name)
-            if path is None or not runner.exists(path):
-                raise StudyError(f"--resume: no earlier run of {spec.name!r} under {storage}; run it without --resume first")
-            runner.verify_checkpoints(path)
-        else:
-            path = runner.join(storage, args.name or runner.default_run_name(spec))
-            if runner.exists(path):
-                raise StudyError(f"--name: {path} already exists; pass --resume to continue it, or another --name")
-        plans.append((spec, path))
-    runner.connect(args.address)
-    resources = [runner.resolve_resources(spec, args.autoscale) for spec, _ in plans]  # all, before any run
+    plans = run.plan_runs(args.spaces, overrides, args.storage_path, args.name, args.resume)
+    resources = run.connect_and_size(plans, args.address, args.autoscale)
     failed = 0
-    for (spec, path), trial_resources in zip(plans, resources):
-        failed += run_one(spec, path, storage, args.resume, trial_resources)
+    for plan, trial_resources in zip(plans, resources, strict=True):
+        if plan.path is not None:  # --resume
+            outcome = run.resume_experiment(plan.path, trial_resources, args.command_line, plan.spec)
+        else:
+            outcome = run.run_experiment(plan, trial_resources, args.command_line)
+        if outcome.stopped_by is not None:
+            return stopped(outcome)
+        failed += print_outcome(outcome)
     return EXIT_TRIALS_FAILED if failed else EXIT_OK
 
 
-def run_one(spec, path: str, storage: str, resume: bool, resources: dict[str, float]) -> int:
-    from ray import tune
-
-    from study import run as runner
-
-    runner.warn_if_local_storage(storage)
-    print(f"[study] {spec.name}: {spec.num_trials()} trials x up to {spec.max_epochs()} epochs, "
-          f"{resources['cpu']:g} CPU + {resources['gpu']:g} GPU each -> {path}", flush=True)  # fmt: skip
-    if resume:
-        from study.state_backup import repair_state
-
-        repair_state(path)
-        tuner = tune.Tuner.restore(path, runner.make_trainable(resources), resume_unfinished=True, resume_errored=True)
-    else:
-        runner.save_spec(spec, path)
-        tuner = runner.make_tuner(spec, storage, path.rsplit("/", 1)[-1], resources)
-    results = tuner.fit()
-    return report(path, len(results.errors))
-
-
-def report(path: str, errors: int) -> int:
-    from analysis import summarize_experiments
-
-    try:
-        summarize_experiments([path], out=None, plots=True)
-    except StudyError as exc:  # e.g. every trial failed before its first epoch
-        print(f"[study] no tables: {exc}", file=sys.stderr)
-    if errors:
-        print(f"[study] {errors} trial(s) failed; their errors are in {path}", file=sys.stderr)
-    return errors
-
-
 def cmd_resume(args: argparse.Namespace) -> int:
-    from study import run as runner
+    from study import run, storage
     from study.prepare import prepare_inputs
 
-    path = args.experiment if "://" in args.experiment else os.path.abspath(args.experiment)
-    if not runner.exists(path):
+    path = storage.normalize(args.experiment)
+    if not storage.exists(path):
         raise StudyError(f"{args.experiment}: no such experiment folder")
-    spec = runner.read_spec(path)
+    spec = run.read_spec(path)
+    run.check_resumable(path)
     prepare_inputs(spec)
-    runner.verify_checkpoints(path)
-    runner.connect(args.address)
-    storage = path.rsplit("/", 1)[0]
-    resources = runner.resolve_resources(spec, args.autoscale)
-    return EXIT_TRIALS_FAILED if run_one(spec, path, storage, True, resources) else EXIT_OK
+    (resources,) = run.connect_and_size([run.Plan(spec, storage.parent(path), path)], args.address, args.autoscale)
+    outcome = run.resume_experiment(path, resources, args.command_line, spec)
+    if outcome.stopped_by is not None:
+        return stopped(outcome)
+    return EXIT_TRIALS_FAILED if print_outcome(outcome) else EXIT_OK
+
+
+def print_outcome(outcome) -> int:
+    """The tables of a finished experiment, and how many trials failed."""
+    from study.analysis import summarize_experiments
+
+    try:
+        summarize_experiments([outcome.path], out=None, plots=True)
+    except StudyError as exc:  # e.g. every trial failed before its first epoch
+        print(f"[study] no tables: {exc}", file=sys.stderr)
+    if outcome.failed_trials:
+        print(f"[study] {outcome.failed_trials} trial(s) failed; their errors are in {outcome.path}", file=sys.stderr)
+    return outcome.failed_trials
+
+
+def stopped(outcome) -> int:
+    """A study stopped by a signal: no tables (it did not finish), the way to continue, 128 + signal."""
+    name = signal.Signals(outcome.stopped_by).name
+    print(
+        f"study: stopped by {name}; Tune's state is saved. Continue with: study resume {outcome.path}",
+        file=sys.stderr,
+    )
+    return 128 + outcome.stopped_by
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from analysis import summarize_experiments
+    from study.analysis import summarize_experiments
 
     summarize_experiments(args.experiments, out=args.out, plots=True)
     return EXIT_OK
 
 
 def cmd_list(registry) -> int:
+    """Each entry with its options and the defaults a run uses (TrialConfig's, the one source)."""
+    from study.config import TrialConfig
+
+    defaults = TrialConfig().to_dict()
     for name in registry.names():
-        options = ", ".join(f"{k}={v!r}" for k, v in registry.options(name).items())
+        options = ", ".join(f"{k}={defaults[k]!r}" for k in registry.options(name) if k in defaults)
         print(f"{name:12s} {registry.summary(name)}" + (f"\n{'':12s} options: {options}" if options else ""))
     return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    command_line = ["study", *(sys.argv[1:] if argv is None else argv)]
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(command_line[1:])
+        args.command_line = command_line
         if args.command == "models":
             from study.models import MODELS
 
@@ -208,8 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StudyError as exc:
         print(f"study: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("study: interrupted; continue with `study resume EXPERIMENT_DIR`", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the trials started
+        print(
+            "study: interrupted; an experiment that had started continues with `study resume EXPERIMENT_DIR`",
+            file=sys.stderr,
+        )
         return 130
 
 

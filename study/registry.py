@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from study.errors import StudyError
 
@@ -29,9 +30,6 @@ class Registry(Generic[F]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
     def get(self, name: str) -> F:
         if name not in self._entries:
             raise StudyError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
@@ -42,11 +40,7 @@ class Registry(Generic[F]):
         doc = inspect.getdoc(self._entries[name]) or ""
         return doc.splitlines()[0] if doc else ""
 
-    def options(self, name: str) -> dict[str, Any]:
-        """Keyword options the factory accepts, with their defaults."""
+    def options(self, name: str) -> list[str]:
+        """The keyword-only options the factory takes: config fields of the same names."""
         params = inspect.signature(self._entries[name]).parameters
-        return {
-            p.name: p.default
-            for p in params.values()
-            if p.kind == p.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
-        }
+        return [p.name for p in params.values() if p.kind == p.KEYWORD_ONLY]

@@ -1,258 +1,238 @@
-"""From a checked `StudySpec` to a running Ray Tune experiment, and back again on resume."""
+"""Orchestration: from search-space files to finished (or resumed) experiments.
+
+`plan_runs` does every check that can fail before Ray starts; `run_experiment` and
+`resume_experiment` then run one experiment each and return its outcome. The CLI only parses
+arguments and prints; everything between lives here.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
+import glob
+import json
 import os
+import signal
 import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-import pyarrow.fs
-import ray
-import yaml
-from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
-
-from study.errors import StudyError, reason, where
-from study.progress import EtaCallback
-from study.state_backup import StateBackup
-from study.space import Domain, StudySpec, parse_spec
-from study.trainable import META_KEY, VARIANT_KEY, train_trial
-
-SPEC_FILE = "study.yaml"  # the checked spec (file + CLI overrides), saved in the experiment folder
+from study import storage
+from study.checks import check_field
+from study.environment import ENVIRONMENT_FILE, collect
+from study.errors import StudyError
+from study.experiment_state import STATE_GLOB, repair_state
+from study.prepare import prepare_inputs
+from study.schema import SPEC_FILE
+from study.space import StudySpec, load_spec, parse_spec
+from study.yaml_input import parse_yaml
 
 
-# --- Tune objects from a spec --------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """One experiment to run: its checked spec and where it goes (or is, for a resume)."""
+
+    spec: StudySpec
+    storage: str  # the storage folder or URI
+    path: str | None  # the experiment folder; None until a new run creates it
+    name: str | None = None  # --name: the exact folder name to create
 
 
-def to_tune_domain(domain: Domain) -> Any:
-    kind, values = domain.kind, list(domain.values)
-    if kind == "grid":
-        return tune.grid_search(values)
-    if kind == "choice":
-        return tune.choice(values)
-    if kind == "uniform":
-        return tune.uniform(*values)
-    if kind == "loguniform":
-        return tune.loguniform(*values)
-    return tune.randint(*values)  # [low, high): high is exclusive, as in Tune
+@dataclass(frozen=True)
+class Outcome:
+    path: str
+    failed_trials: int
+    stopped_by: int | None  # the signal (SIGINT, SIGTERM) that stopped the study early, or None
 
 
-def param_space(spec: StudySpec) -> dict[str, Any]:
-    """Tune's param_space: the searched fields, the named variants, and the study's metadata."""
-    space: dict[str, Any] = {
-        k: to_tune_domain(v) if isinstance(v, Domain) else v for k, v in spec.space.items()
-    }
-    space["dataset"] = spec.dataset
-    if spec.variants:
-        space[VARIANT_KEY] = tune.grid_search([{"name": n, **o} for n, o in spec.variants.items()])
-    # Constant across trials; lands in every trial's params.json so the analysis needs no side file.
-    space[META_KEY] = {
-        "experiment": spec.name, "baseline": spec.baseline, "max_t": spec.max_epochs(),
-        "variants": list(spec.variants),  # the file's order, for the tables
-    }  # fmt: skip
-    return space
+def expand_spaces(paths: Sequence[str]) -> list[str]:
+    """Files as given; a folder stands for every .yaml in it, sorted."""
+    files: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(glob.glob(os.path.join(path, "*.yaml")))
+            if not found:
+                raise StudyError(f"{path}: folder holds no .yaml search-space files")
+            files += found
+        else:
+            files.append(path)
+    return files
 
 
-def make_scheduler(spec: StudySpec):
-    if spec.scheduler.type == "fifo":
-        return FIFOScheduler()
-    s = spec.scheduler
-    # time_attr "epoch" (our own counter) survives restore; the trainable reports it every epoch.
-    return ASHAScheduler(
-        time_attr="epoch", max_t=spec.max_epochs(), grace_period=min(s.grace_period, spec.max_epochs()),
-        reduction_factor=s.reduction_factor,
-    )  # fmt: skip
+def plan_runs(
+    spaces: Sequence[str], overrides: Mapping[str, Any], storage_path: str, name: str | None, resume: bool
+) -> list[Plan]:
+    """Check every file, its data and its target folder; nothing is written and Ray is not started."""
+    if name is not None:
+        check_field(StudySpec, "name", name, "--name: ")
+    specs = [load_spec(p, overrides) for p in expand_spaces(spaces)]
+    if name and len(specs) > 1:
+        raise StudyError("--name: names one experiment folder, but several files were given")
+    seen: dict[str, str] = {}
+    for spec in specs:
+        if spec.name in seen:
+            raise StudyError(
+                f"{spec.source}: name: {spec.name!r} is also the name of {seen[spec.name]}; "
+                "experiments run together need different names"
+            )
+        seen[spec.name] = spec.source
+    root = storage.normalize(storage_path)
+    storage.check_writable(root)
+    plans = []
+    for spec in specs:
+        prepare_inputs(spec)
+        if resume:
+            path = find_run_to_resume(root, spec, name)
+            check_resumable(path)
+            plans.append(Plan(spec, root, path))
+        else:
+            if name and storage.exists(storage.join(root, name)):
+                raise StudyError(
+                    f"--name: {storage.join(root, name)} already exists; pass --resume to continue it, or another --name"
+                )
+            plans.append(Plan(spec, root, None, name))
+    return plans
 
 
-def make_search(spec: StudySpec):
-    if spec.search.type != "optuna":
-        if spec.search.seed is None:
-            return None  # Tune's default BasicVariantGenerator: grid points x random samples
-        # The same seed draws the same random samples, so two runs (e.g. ASHA vs FIFO) compare alike.
-        return BasicVariantGenerator(random_state=spec.search.seed)
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
-    return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=spec.search.max_concurrent)
-
-
-def make_trainable(resources: dict[str, float]):
-    return tune.with_resources(train_trial, resources)
-
-
-def run_config(spec: StudySpec, storage_path: str, run_name: str) -> tune.RunConfig:
-    return tune.RunConfig(
-        name=run_name,
-        storage_path=storage_path,
-        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
-        verbose=1,  # Ray's status table only, not every trial's result box
-        callbacks=[StateBackup(join(storage_path, run_name)), EtaCallback(spec.num_trials(), spec.max_epochs())],
-    )
+def find_run_to_resume(root: str, spec: StudySpec, name: str | None) -> str:
+    """The folder `study run --resume` continues: --name exactly, else the newest run of this study."""
+    runs = [storage.join(root, name)] if name else storage.runs_of(root, spec.name)
+    runs = [r for r in runs if storage.exists(r)]
+    if not runs:
+        raise StudyError(f"--resume: no earlier run of {spec.name!r} under {root}; run it without --resume first")
+    path = runs[-1]
+    saved = read_spec(path)
+    if saved.text != spec.text:
+        differ = [
+            k
+            for k in {**yaml_keys(saved.text), **yaml_keys(spec.text)}
+            if yaml_keys(saved.text).get(k) != yaml_keys(spec.text).get(k)
+        ]
+        raise StudyError(
+            f"--resume: {spec.source} (with these flags) is not the study in {storage.join(path, SPEC_FILE)} "
+            f"(they differ in: {', '.join(differ)}); continue that one with `study resume {path}`, or drop --resume"
+        )
+    return path
 
 
-def trial_name(trial) -> str:
-    """Short, readable trial names: "cnn64-s1-00004" (variant, seed, trial number)."""
-    variant = (trial.config.get(VARIANT_KEY) or {}).get("name", "trial")
-    return f"{variant}-s{trial.config.get('seed', 0)}-{trial.trial_id.split('_')[-1]}"
-
-
-def make_tuner(spec: StudySpec, storage_path: str, run_name: str, resources: dict[str, float]) -> tune.Tuner:
-    return tune.Tuner(
-        make_trainable(resources),
-        param_space=param_space(spec),
-        tune_config=tune.TuneConfig(
-            metric=spec.metric, mode=spec.mode, scheduler=make_scheduler(spec),
-            search_alg=make_search(spec), num_samples=spec.num_samples,
-            trial_name_creator=trial_name, trial_dirname_creator=trial_name,
-        ),  # fmt: skip
-        run_config=run_config(spec, storage_path, run_name),
-    )
-
-
-# --- storage -------------------------------------------------------------------------------
-
-
-def normalize_storage(path: str) -> str:
-    """Ray wants an absolute local path or a URI (s3://, gs://, file://...)."""
-    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
-
-
-def join(storage: str, *parts: str) -> str:
-    return "/".join([storage.rstrip("/"), *parts])
-
-
-def filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    try:
-        return pyarrow.fs.FileSystem.from_uri(uri if "://" in uri else os.path.abspath(uri))
-    except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, OSError) as exc:
-        raise StudyError(f"{uri}: cannot open this storage path ({reason(exc)})") from None
-
-
-def exists(uri: str) -> bool:
-    fs, path = filesystem(uri)
-    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
-
-
-def save_spec(spec: StudySpec, experiment_path: str) -> None:
-    fs, path = filesystem(experiment_path)
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/{SPEC_FILE}") as f:
-        f.write(yaml.safe_dump({**spec.raw, "name": spec.name}, sort_keys=False).encode())
+def yaml_keys(text: str) -> dict[str, Any]:
+    return dict(parse_yaml(text, SPEC_FILE) or {})
 
 
 def read_spec(experiment_path: str) -> StudySpec:
-    fs, path = filesystem(experiment_path)
+    spec_path = storage.join(experiment_path, SPEC_FILE)
     try:
-        with fs.open_input_stream(f"{path}/{SPEC_FILE}") as f:
-            raw = yaml.safe_load(f.read().decode())
+        text = storage.read_text(spec_path)
     except (FileNotFoundError, OSError):
-        raise StudyError(f"{experiment_path}: not a study experiment folder (no {SPEC_FILE}); give the folder `study run` printed") from None
-    return parse_spec(raw, join(experiment_path, SPEC_FILE), {})
-
-
-def latest_run(storage_path: str, name: str) -> str | None:
-    """The newest `NAME-YYYYmmdd-HHMMSS` folder (or NAME itself) under storage_path."""
-    fs, path = filesystem(storage_path)
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
-    runs = sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
-                  and (i.base_name == name or i.base_name.startswith(name + "-")))  # fmt: skip
-    return join(storage_path, runs[-1]) if runs else None
-
-
-def default_run_name(spec: StudySpec) -> str:
-    return f"{spec.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-# --- the Ray cluster -----------------------------------------------------------------------
-
-
-def connect(address: str | None) -> None:
-    """Start a local Ray (no dashboard) or join the cluster at `address` ("auto" or host:port)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phone-home from offline machines
-    # Save Tune's experiment state after every step, not every ~10 s: after a crash each trial
-    # then resumes from its newest checkpoint, so at most the epoch in flight is run again.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "configure_logging": True, "logging_level": "WARNING"}
-    if address:
-        try:
-            ray.init(address=address, logging_level="WARNING")
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            hint = " (is RAY_AUTH_MODE=token set, as for `ray start`?)" if "auth" in str(exc).lower() else ""
-            raise StudyError(f"--address {address}: cannot connect to the Ray cluster: {reason(exc)}{hint}") from None
-    else:
-        ray.init(**kwargs)
-
-
-def alive_nodes() -> list[dict[str, float]]:
-    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-
-
-def resolve_resources(spec: StudySpec, autoscale: bool) -> dict[str, float]:
-    """Resources per trial: the file's, else 1 CPU and (where the cluster has GPUs) 1 GPU.
-
-    Unless the cluster autoscales, a trial that no node can hold is an error now, instead of a
-    trial that sits PENDING forever.
-    """
-    nodes = alive_nodes()
-    has_gpu = any(n.get("GPU", 0) > 0 for n in nodes)
-    cpu = spec.resources.cpu if spec.resources.cpu is not None else 1.0
-    gpu = spec.resources.gpu if spec.resources.gpu is not None else (1.0 if has_gpu else 0.0)
-    if autoscale and spec.resources.gpu is None and not has_gpu:
-        print("[study] warning: no GPU node is up yet, so trials ask for 0 GPUs; pass --gpus-per-trial "
-              "(e.g. 0.25) for the autoscaler to start GPU nodes", file=sys.stderr)  # fmt: skip
-    fits = any(n.get("CPU", 0) >= cpu and n.get("GPU", 0) >= gpu for n in nodes)
-    if not fits and not autoscale:
-        biggest = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in nodes)
-        key = "resources.gpu" if gpu > 0 and not any(n.get("GPU", 0) >= gpu for n in nodes) else "resources.cpu"
         raise StudyError(
-            f"{where(spec.source, key)}each trial asks for {cpu:g} CPU and {gpu:g} GPU, but no node has that "
-            f"(nodes: {biggest}); lower --cpus-per-trial/--gpus-per-trial, or pass --autoscale if the cluster adds nodes"
+            f"{experiment_path}: not a study experiment folder (no {SPEC_FILE}); give the folder `study run` printed"
+        ) from None
+    raw = parse_yaml(text, spec_path)
+    if not isinstance(raw, dict):
+        raise StudyError(f"{spec_path}: expected a mapping of keys, got {type(raw).__name__}")
+    return parse_spec(raw, spec_path, {})
+
+
+def check_resumable(path: str) -> None:
+    """A folder `study run` began but Tune never saved (killed before its first step) cannot resume."""
+    if storage.is_uri(path):
+        return
+    if not glob.glob(os.path.join(path, STATE_GLOB)):
+        raise StudyError(
+            f"{path}: no Tune experiment state in it (the run stopped before its first trial started); "
+            "nothing to resume: delete the folder and run the file again"
         )
-    return {"cpu": cpu, "gpu": gpu}
+    repair_state(path)
+    from study.checkpoints import verify_checkpoints
+
+    verify_checkpoints(path)
 
 
-def warn_if_local_storage(storage_path: str) -> None:
-    if len(alive_nodes()) > 1 and "://" not in storage_path:
-        print(
-            f"[study] warning: {storage_path} is a local path on a {len(alive_nodes())}-node cluster; "
-            "checkpoints need storage every node shares (s3://, gs://, or NFS mounted at the same path)",
-            file=sys.stderr,
-        )
+def write_environment(experiment_path: str, command: Sequence[str], resumed: bool = False) -> None:
+    """Record what produced this run (environment.json); a resume appends its own record."""
+    target = storage.join(experiment_path, ENVIRONMENT_FILE)
+    record = collect(command)
+    if resumed and storage.is_file(target):
+        previous = json.loads(storage.read_text(target))
+        previous.setdefault("resumes", []).append(record)
+        record = previous
+    storage.write_text(target, json.dumps(record, indent=2))
 
 
-def verify_checkpoints(experiment_path: str) -> int:
-    """Load the newest checkpoint of every trial (weights_only); a corrupt one is a StudyError.
+def connect_and_size(plans: Sequence[Plan], address: str | None, autoscale: bool) -> list[dict[str, float]]:
+    """Start or join Ray, then check that one trial of every plan fits a node (before any runs)."""
+    from study.cluster import connect, resolve_resources
 
-    Runs before a resume so that a damaged file costs one line, not trials that crash and retry.
-    Local folders only (a URI is checked by the trials themselves). Returns the number checked.
-    """
-    import glob
+    connect(address)
+    return [resolve_resources(plan.spec, autoscale) for plan in plans]
 
-    import torch
 
-    from study.trainable import CHECKPOINT_FILE
+def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[str]) -> Outcome:
+    """Create the experiment folder (exclusively), record spec and environment, and run it."""
+    from study.cluster import warn_if_local_storage
+    from study.tuner import make_tuner
 
-    if "://" in experiment_path:
-        return 0
-    checked = 0
-    for trial_dir in sorted(glob.glob(os.path.join(experiment_path, "*", ""))):
-        checkpoints = sorted(glob.glob(os.path.join(trial_dir, "checkpoint_*")))
-        if not checkpoints:
-            continue
-        path = os.path.join(checkpoints[-1], CHECKPOINT_FILE)
+    warn_if_local_storage(plan.storage)
+    path = storage.create_experiment_dir(plan.storage, plan.name or plan.spec.name, exact=bool(plan.name))
+    banner(plan.spec, path, resources)
+    storage.write_text(storage.join(path, SPEC_FILE), plan.spec.text)
+    write_environment(path, command)
+    return fit(make_tuner(plan.spec, path, resources), path)
+
+
+def resume_experiment(path: str, resources: dict[str, float], command: Sequence[str], spec: StudySpec) -> Outcome:
+    """Continue an interrupted experiment through Ray's own `Tuner.restore`."""
+    from study.tuner import restore_tuner
+
+    banner(spec, path, resources, resumed=True)
+    write_environment(path, command, resumed=True)
+    return fit(restore_tuner(path, resources), path)
+
+
+def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: bool = False) -> None:
+    print(
+        f"[study] {'resuming ' if resumed else ''}{spec.name}: {spec.num_trials()} trials x up to "
+        f"{spec.max_epochs()} epochs, {resources['cpu']:g} CPU + {resources['gpu']:g} GPU each -> {path}",
+        flush=True,
+    )
+
+
+def fit(tuner: Any, path: str) -> Outcome:
+    with stop_signals() as received:
         try:
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated zip, foreign pickle, missing file: all mean "corrupt"
-            raise StudyError(
-                f"{path}: corrupt checkpoint ({reason(exc, 100)}); delete that checkpoint_* folder "
-                "to resume the trial from the one before it"
-            ) from None
-        checked += 1
-    return checked
+            results = tuner.fit()
+        except KeyboardInterrupt:  # a second signal: stopped at once; the state of the last step stays
+            return Outcome(path, 0, received[0] if received else signal.SIGINT)
+    return Outcome(path, len(results.errors), received[0] if received else None)
+
+
+@contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM stop a study the way Tune stops on SIGUSR1: trials end, state is saved.
+
+    Tune's own SIGINT handler is turned off so that both signals take one path, and the caller
+    learns which one came (the list it yields), to exit 130 or 143 instead of printing tables as
+    if the study had finished. A second signal stops at once (KeyboardInterrupt).
+    """
+    received: list[int] = []
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+    def handle(signum: int, frame: Any) -> None:
+        tune_handler = signal.getsignal(signal.SIGUSR1)
+        if received or not callable(tune_handler):  # a second signal, or Tune not listening yet
+            raise KeyboardInterrupt
+        received.append(signum)
+        print(
+            f"\n[study] {signal.Signals(signum).name}: stopping the trials and saving Tune's state "
+            "(send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+        os.kill(os.getpid(), signal.SIGUSR1)  # Tune ends its loop and saves the experiment
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

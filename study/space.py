@@ -1,7 +1,9 @@
-"""Search-space YAML files: parse, check every key, and convert to Ray Tune objects.
+"""Search-space YAML files: parse, check every key, and hold the result as one frozen `StudySpec`.
 
-A file is read into one frozen `StudySpec` before Ray starts. Every error is a `StudyError`
-whose one line names the file and the key (see docs/errors.md and README "Search-space files").
+A file (with CLI overrides folded in) is read into a `StudySpec` before Ray starts. Every error
+is a `StudyError` whose one line names the source (the file and key, or the CLI flag); see
+docs/errors.md and README "Search-space files". Each key's type, default and bounds are stated
+once, on the dataclasses below, and checked by `study.checks.parse_dataclass`.
 """
 
 from __future__ import annotations
@@ -9,20 +11,35 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 import yaml
 
-from study.config import TrialConfig, check_value
+from study.checks import check_field, check_value, in_range, one_of, option, parse_dataclass
+from study.config import MAX_SEED, TrialConfig
+from study.data import DATASETS
 from study.errors import StudyError, where
+from study.yaml_input import parse_yaml, read_yaml
 
 METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
-TOP_LEVEL = (
-    "name", "description", "dataset", "metric", "mode", "num_samples", "scheduler", "search",
-    "resources", "max_failures", "keep_checkpoints", "variants", "baseline", "space",
-)  # fmt: skip
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}$")  # one path component, never "." or ".."
+MAX_TRIALS = 100_000
+
+
+def safe_name(value: Any) -> str | None:
+    """Experiment and variant names become folder names: one safe path component."""
+    if SAFE_NAME.match(value):
+        return None
+    return "a name of letters, digits and ._+- (at most 100, not starting with '.')"
+
+
+def _count(low: int, high: int) -> Any:
+    return in_range(low, high, what="an integer")
 
 
 @dataclass(frozen=True)
@@ -35,43 +52,51 @@ class Domain:
 
 @dataclass(frozen=True)
 class SchedulerSpec:
-    type: str = "asha"  # asha | fifo
-    max_t: int | None = None  # epochs a trial may reach; None = the space's largest `epochs`
-    grace_period: int = 1  # epochs every trial runs before ASHA may stop it
-    reduction_factor: float = 2  # ASHA keeps the top 1/reduction_factor at each rung
+    type: str = option("asha", one_of(("asha", "fifo")))
+    max_t: int | None = option(None, _count(1, 10_000))  # epochs a trial may reach; None = largest `epochs`
+    grace_period: int = option(1, _count(1, 10_000))  # epochs every trial runs before ASHA may stop it
+    reduction_factor: float = option(2, in_range(2, 100))  # ASHA keeps the top 1/reduction_factor at each rung
 
 
 @dataclass(frozen=True)
 class SearchSpec:
-    type: str = "grid"  # grid | random (Tune's variant generator) | optuna (TPE)
-    max_concurrent: int = 4  # optuna: trials suggested at once (ConcurrencyLimiter)
-    seed: int | None = None  # random/optuna: sampler seed, for a reproducible search
+    type: str = option("grid", one_of(("grid", "random", "optuna")))  # random: Tune's variant generator
+    max_concurrent: int = option(4, _count(1, 10_000))  # optuna: trials suggested at once (ConcurrencyLimiter)
+    seed: int | None = option(None, _count(0, MAX_SEED))  # random/optuna: sampler seed, for a reproducible search
 
 
 @dataclass(frozen=True)
 class ResourcesSpec:
-    cpu: float | None = None  # CPU cores per trial; None = 1
-    gpu: float | None = None  # GPUs per trial, fractions pack trials on one GPU; None = 1 if the cluster has GPUs, else 0
+    cpu: float | None = option(None, in_range(0, 4096, low_open=True))  # CPU cores per trial; None = 1
+    # GPUs per trial; fractions pack trials on one GPU. None = 1 if the cluster has GPUs, else 0.
+    gpu: float | None = option(None, in_range(0, 1024))
+
+
+def _internal(default: Any) -> Any:
+    """A StudySpec field that is derived, never read from a file."""
+    return dataclasses.field(default=default, metadata={"internal": True}, compare=False)
 
 
 @dataclass(frozen=True)
 class StudySpec:
-    name: str
-    source: str  # the YAML file it came from, for messages
-    description: str = ""
-    dataset: str = "cifar100"
-    metric: str = "test_acc"
-    mode: str = "max"
-    num_samples: int = 1  # repeats of the whole grid (or samples, for random/optuna)
-    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
-    search: SearchSpec = field(default_factory=SearchSpec)
-    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
-    max_failures: int = 2  # retries of a crashed trial, from its last checkpoint
-    keep_checkpoints: int = 2  # newest checkpoints kept per trial
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    baseline: str | None = None  # the variant ablation effects are measured against
-    space: dict[str, Any] = field(default_factory=dict)  # field -> fixed value | Domain
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # file + overrides
+    """One search-space file, checked. Top-level keys of the file are the fields without `internal`."""
+
+    name: str = option("", safe_name)  # experiment name; "" = the file name
+    description: str = option("")
+    dataset: str = option("cifar100", one_of(DATASETS.names))
+    metric: str = option("test_acc", one_of(METRICS))
+    mode: str = option("max", one_of(("max", "min")))
+    num_samples: int = option(1, _count(1, MAX_TRIALS))  # repeats of the grid (samples for random/optuna)
+    scheduler: SchedulerSpec = option(SchedulerSpec())
+    search: SearchSpec = option(SearchSpec())
+    resources: ResourcesSpec = option(ResourcesSpec())
+    max_failures: int = option(2, _count(0, 100))  # retries of a crashed trial, from its last checkpoint
+    keep_checkpoints: int = option(2, _count(1, 1000))  # newest checkpoints kept per trial
+    variants: Mapping[str, Mapping[str, Any]] = option(MappingProxyType({}))  # name -> config fields
+    baseline: str | None = option(None)  # the variant ablation effects are measured against
+    space: Mapping[str, Any] = option(MappingProxyType({}))  # field -> fixed value | Domain
+    source: str = _internal("")  # the YAML file it came from, for messages
+    text: str = _internal("")  # the checked file with overrides, as YAML (saved as study.yaml)
 
     # --- derived views
 
@@ -93,26 +118,22 @@ class StudySpec:
         return grid * max(1, len(self.variants)) * self.num_samples
 
     def trial_configs(self) -> list[TrialConfig]:
-        """Every grid point x variant with sampled domains at their lower bound (for checks)."""
+        """Every grid point x variant, with sampled domains at each bound (for checks)."""
         grids = {k: v.values for k, v in self.space.items() if isinstance(v, Domain) and v.kind == "grid"}
-        others = {k: v.values[0] for k, v in self.space.items() if isinstance(v, Domain) and v.kind != "grid"}
+        sampled = {k: v for k, v in self.space.items() if isinstance(v, Domain) and v.kind != "grid"}
         configs = []
         for combo in itertools.product(*grids.values()):
             for overrides in self.variants.values() or [{}]:
-                raw = {**self.fixed(), **others, **dict(zip(grids, combo)), **overrides, "dataset": self.dataset}
+                raw = {**self.fixed(), **dict(zip(grids, combo, strict=True)), **overrides, "dataset": self.dataset}
+                raw.update({k: d.values[0] for k, d in sampled.items()})
                 configs.append(TrialConfig.from_dict(raw, self.source, "space"))
         return configs
 
 
 def epoch_values(spec: StudySpec) -> list[int]:
-    values = [TrialConfig.epochs]
     raw = spec.space.get("epochs", TrialConfig.epochs)
-    if isinstance(raw, Domain):
-        values = list(raw.values)
-    elif raw is not None:
-        values = [raw]
-    values += [v["epochs"] for v in spec.variants.values() if "epochs" in v]
-    return values
+    values = list(raw.values) if isinstance(raw, Domain) else [raw]
+    return values + [v["epochs"] for v in spec.variants.values() if "epochs" in v]
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -120,73 +141,109 @@ def epoch_values(spec: StudySpec) -> list[int]:
 
 def load_spec(path: str, overrides: Mapping[str, Any] | None = None) -> StudySpec:
     """Read and check a search-space file; `overrides` are CLI values (see `apply_overrides`)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise StudyError(f"{path}: no such search-space file") from None
-    except IsADirectoryError:
-        raise StudyError(f"{path}: is a folder; give a .yaml file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise StudyError(f"{path}: {line}YAML syntax error: {problem}") from None
+    raw = read_yaml(path, "search-space file")
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: expected a mapping of keys (name, space, ...), got {type(raw).__name__}")
     return parse_spec(raw, path, overrides or {})
 
 
 def parse_spec(raw: Mapping[str, Any], source: str, overrides: Mapping[str, Any]) -> StudySpec:
+    top = [f.name for f in dataclasses.fields(StudySpec) if not f.metadata.get("internal")]
     for key in raw:
-        if key not in TOP_LEVEL:
-            raise StudyError(f"{where(source, str(key))}unknown key; expected one of: {', '.join(TOP_LEVEL)}")
-    raw = apply_overrides(dict(raw), overrides)
-    default_name = os.path.splitext(os.path.basename(source))[0]
-    name = _typed(raw, "name", str, source, default_name)
-    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
-        raise StudyError(f"{where(source, 'name')}expected a folder-safe name (no spaces or slashes), got {name!r}")
-
+        if key not in top:
+            raise StudyError(f"{where(source, str(key))}unknown key; expected one of: {', '.join(top)}")
+    raw = apply_overrides(dict(raw), check_overrides(overrides))
+    raw.setdefault("name", os.path.splitext(os.path.basename(source))[0])
+    nested = ("scheduler", "search", "resources", "variants", "space")
+    spec = parse_dataclass(StudySpec, raw, source, skip=nested)
     space_raw = raw.get("space") or {}
     if not isinstance(space_raw, dict):
         raise StudyError(f"{where(source, 'space')}expected a mapping of config fields, got {space_raw!r}")
     if "dataset" in space_raw:
         raise StudyError(f"{where(source, 'space.dataset')}set the dataset at the top level (dataset: ...)")
     space = {key: parse_domain(key, value, source) for key, value in space_raw.items()}
-
     variants = parse_variants(raw.get("variants"), source, space)
-    baseline = _typed(raw, "baseline", str, source, None)
-    if baseline is not None and baseline not in variants:
-        raise StudyError(f"{where(source, 'baseline')}expected one of the variants ({', '.join(variants)}), got {baseline!r}")
-
-    spec = StudySpec(
-        name=name,
+    if spec.baseline is not None and spec.baseline not in variants:
+        raise StudyError(
+            f"{where(source, 'baseline')}expected one of the variants ({', '.join(variants)}), got {spec.baseline!r}"
+        )
+    spec = dataclasses.replace(
+        spec,
+        scheduler=parse_dataclass(SchedulerSpec, raw.get("scheduler"), source, "scheduler"),
+        search=parse_dataclass(SearchSpec, raw.get("search"), source, "search"),
+        resources=parse_dataclass(ResourcesSpec, raw.get("resources"), source, "resources"),
+        variants=MappingProxyType({n: MappingProxyType(o) for n, o in variants.items()}),
+        baseline=spec.baseline or (next(iter(variants)) if variants else None),
+        space=MappingProxyType(space),
         source=source,
-        description=_typed(raw, "description", str, source, ""),
-        dataset=_typed(raw, "dataset", str, source, "cifar100"),
-        metric=_choice(raw, "metric", METRICS, source, "test_acc"),
-        mode=_choice(raw, "mode", ("max", "min"), source, "max"),
-        num_samples=_positive_int(raw, "num_samples", source, 1),
-        scheduler=parse_section(raw, "scheduler", SchedulerSpec, source),
-        search=parse_section(raw, "search", SearchSpec, source),
-        resources=parse_section(raw, "resources", ResourcesSpec, source),
-        max_failures=_typed(raw, "max_failures", int, source, 2),
-        keep_checkpoints=_positive_int(raw, "keep_checkpoints", source, 2),
-        variants=variants,
-        baseline=baseline or (next(iter(variants)) if variants else None),
-        space=space,
-        raw=raw,
+        text=yaml.safe_dump(raw, sort_keys=False),
     )
     check_spec(spec)
     return spec
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Fold CLI overrides into the raw file, so they are checked like the file's own values."""
-    space = dict(raw.get("space") or {}) if isinstance(raw.get("space") or {}, dict) else raw.get("space")
+# --- CLI overrides -------------------------------------------------------------------------
+
+# Flag -> (the dataclass and field that check its value). The flags' own names appear in errors.
+FLAG_FIELDS: dict[str, tuple[type, str]] = {
+    "dataset": (StudySpec, "dataset"),
+    "num_samples": (StudySpec, "num_samples"),
+    "max_failures": (StudySpec, "max_failures"),
+    "scheduler": (SchedulerSpec, "type"),
+    "cpus_per_trial": (ResourcesSpec, "cpu"),
+    "gpus_per_trial": (ResourcesSpec, "gpu"),
+    "data_dir": (TrialConfig, "data_dir"),
+    "seed": (TrialConfig, "seed"),
+    "max_epochs": (TrialConfig, "epochs"),
+}
+FLAG_SETS_FIELD = {"data_dir": "data_dir", "seed": "seed", "max_epochs": "epochs", "dataset": "dataset"}
+
+
+def flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Check each CLI value against its field, naming the flag; parse --set FIELD=VALUE items."""
+    checked: dict[str, Any] = {}
     for key, value in overrides.items():
         if value is None:
             continue
+        if key == "set":
+            checked["set"] = parse_set_items(value)
+            continue
+        cls, field_name = FLAG_FIELDS[key]
+        checked[key] = check_field(cls, field_name, value, f"{flag(key)}: ")
+    for field_name, (item, _) in checked.get("set", {}).items():
+        for key, target in FLAG_SETS_FIELD.items():
+            if target == field_name and key in checked:
+                raise StudyError(f"--set {item}: conflicts with {flag(key)} {checked[key]}; give one of them")
+    return checked
+
+
+def parse_set_items(items: list[str]) -> dict[str, tuple[str, Any]]:
+    """--set FIELD=VALUE (repeatable) -> {field: (item, checked value)}."""
+    parsed: dict[str, tuple[str, Any]] = {}
+    for item in items:
+        field_name, sep, text = item.partition("=")
+        field_name = field_name.strip()
+        if not sep or not field_name:
+            raise StudyError(f"--set: expected FIELD=VALUE (e.g. num_train=500), got {item!r}")
+        if field_name in parsed:
+            raise StudyError(f"--set {item}: {field_name} is set twice")
+        if field_name == "dataset":
+            raise StudyError(f"--set {item}: use --dataset for the dataset")
+        value = parse_yaml(text, f"--set {item}")
+        TrialConfig.from_dict({field_name: value}, f"--set {item}", label=field_name)
+        parsed[field_name] = (item, value)
+    return parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Fold checked CLI overrides into the raw file, replacing the file's values."""
+    space_raw = raw.get("space") or {}
+    space = dict(space_raw) if isinstance(space_raw, dict) else space_raw
+    for key, value in overrides.items():
         if key in ("name", "dataset", "num_samples", "max_failures"):
             raw[key] = value
         elif key in ("data_dir", "seed"):
@@ -201,19 +258,19 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
             sched = dict(raw.get("scheduler") or {})
             sched["max_t"] = value
             # Keep ASHA meaningful on short runs: a grace period of at most a third of the epochs.
-            sched["grace_period"] = min(int(sched.get("grace_period", 1)), max(1, value // 3))
+            grace = sched.get("grace_period", 1)
+            sched["grace_period"] = min(grace if isinstance(grace, int) else 1, max(1, value // 3))
             raw["scheduler"] = sched
         elif key == "scheduler":
             raw["scheduler"] = {**(raw.get("scheduler") or {}), "type": value}
         elif key == "set":
-            for item in value:
-                field_name, sep, text = item.partition("=")
-                if not sep or not field_name:
-                    raise StudyError(f"--set: expected FIELD=VALUE (e.g. num_train=500), got {item!r}")
-                try:
-                    space[field_name.strip()] = yaml.safe_load(text)
-                except yaml.YAMLError:
-                    raise StudyError(f"--set {item}: the value is not valid YAML") from None
+            for field_name, (_, value_) in value.items():
+                space[field_name] = value_
+                if isinstance(raw.get("variants"), dict):  # --set wins over every variant's value
+                    raw["variants"] = {
+                        n: {k: v for k, v in o.items() if k != field_name} if isinstance(o, dict) else o
+                        for n, o in raw["variants"].items()
+                    }
         elif key in ("cpus_per_trial", "gpus_per_trial"):
             res = dict(raw.get("resources") or {})
             res["cpu" if key == "cpus_per_trial" else "gpu"] = value
@@ -225,16 +282,21 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     return raw
 
 
+# --- the space and variants ----------------------------------------------------------------
+
+
 def parse_domain(key: str, value: Any, source: str) -> Any:
-    """A fixed value, or a one-key mapping {grid|choice|uniform|loguniform|randint: [...]}. """
+    """A fixed value, or a one-key mapping {grid|choice|uniform|loguniform|randint: [...]}."""
     label = f"space.{key}"
-    if key not in TrialConfig.field_names():
-        raise StudyError(f"{where(source, label)}unknown config field; known: {', '.join(TrialConfig.field_names())}")
     if not isinstance(value, dict):
         TrialConfig.from_dict({key: value}, source, "space")
         return value
+    if key not in TrialConfig.field_names():
+        TrialConfig.from_dict({key: None}, source, "space")  # the unknown-key message
     if len(value) != 1 or next(iter(value)) not in DOMAINS:
-        raise StudyError(f"{where(source, label)}expected a value or one of {{{', '.join(DOMAINS)}: [...]}}, got {value!r}")
+        raise StudyError(
+            f"{where(source, label)}expected a value or one of {{{', '.join(DOMAINS)}: [...]}}, got {value!r}"
+        )
     kind, args = next(iter(value.items()))
     label = f"{label}.{kind}"
     if not isinstance(args, list) or not args:
@@ -243,16 +305,23 @@ def parse_domain(key: str, value: Any, source: str) -> Any:
         for v in args:
             TrialConfig.from_dict({key: v}, source, label=label)
         return Domain(kind, tuple(args))
+    field_type = dataclasses.fields(TrialConfig)[TrialConfig.field_names().index(key)].type
+    wanted = "int" if kind == "randint" else "float"
+    if field_type != wanted:
+        expected = "randint (an integer field)" if field_type == "int" else f"grid or choice (a {field_type} field)"
+        if field_type == "float":
+            expected = "uniform or loguniform (a number field)"
+        raise StudyError(f"{where(source, label)}{key} cannot be sampled with {kind}; use {expected}")
     if len(args) != 2:
         raise StudyError(f"{where(source, label)}expected [low, high], got {args!r}")
-    low, high = args
-    for v in args:
-        TrialConfig.from_dict({key: v}, source, label=label)
-        check_value(int if kind == "randint" else float, v, where(source, label))
+    low, high = (check_value(int if kind == "randint" else float, v, where(source, label)) for v in args)
     if not low < high:
         raise StudyError(f"{where(source, label)}expected low < high, got {args!r}")
     if kind == "loguniform" and low <= 0:
         raise StudyError(f"{where(source, label)}expected low > 0 for a log scale, got {low!r}")
+    # Every value the domain can produce must be valid: both ends (randint's high is exclusive).
+    for v in (low, high - 1 if kind == "randint" else high):
+        TrialConfig.from_dict({key: v}, source, label=label)
     return Domain(kind, (low, high))
 
 
@@ -264,6 +333,7 @@ def parse_variants(raw: Any, source: str, space: Mapping[str, Any]) -> dict[str,
     variants = {}
     for name, overrides in raw.items():
         label = f"variants.{name}"
+        check_field(StudySpec, "name", str(name), where(source, label))
         overrides = overrides or {}
         if not isinstance(overrides, dict):
             raise StudyError(f"{where(source, label)}expected a mapping of config fields, got {overrides!r}")
@@ -277,72 +347,27 @@ def parse_variants(raw: Any, source: str, space: Mapping[str, Any]) -> dict[str,
     return variants
 
 
-def parse_section(raw: Mapping[str, Any], key: str, cls: type, source: str) -> Any:
-    section = raw.get(key)
-    if section is None:
-        return cls()
-    if not isinstance(section, dict):
-        raise StudyError(f"{where(source, key)}expected a mapping, got {section!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = {f.name: f.type for f in dataclasses.fields(cls)}
-    values = {}
-    for k, v in section.items():
-        if k not in fields:
-            raise StudyError(f"{where(source, f'{key}.{k}')}unknown key; expected one of: {', '.join(fields)}")
-        hint = {"str": str, "int": int, "float": float, "int | None": int, "float | None": float}[hints[k]]
-        values[k] = None if v is None and "None" in hints[k] else check_value(hint, v, where(source, f"{key}.{k}"))
-    return cls(**values)
-
-
-def _typed(raw: Mapping[str, Any], key: str, typ: type, source: str, default: Any) -> Any:
-    value = raw.get(key, default)
-    return value if value is None and default is None else check_value(typ, value, where(source, key))
-
-
-def _positive_int(raw: Mapping[str, Any], key: str, source: str, default: int) -> int:
-    value = _typed(raw, key, int, source, default)
-    if value <= 0:
-        raise StudyError(f"{where(source, key)}expected an integer > 0, got {value!r}")
-    return value
-
-
-def _choice(raw: Mapping[str, Any], key: str, options: tuple[str, ...], source: str, default: str) -> str:
-    value = _typed(raw, key, str, source, default)
-    if value not in options:
-        raise StudyError(f"{where(source, key)}expected one of {', '.join(options)}, got {value!r}")
-    return value
-
-
 def check_spec(spec: StudySpec) -> None:
-    """Checks that need the whole file: scheduler and search sanity, every grid combination."""
+    """Checks that need the whole file: scheduler against search, search against space, every grid point."""
     src = spec.source
     s = spec.scheduler
-    if s.type not in ("asha", "fifo"):
-        raise StudyError(f"{where(src, 'scheduler.type')}expected asha or fifo, got {s.type!r}")
-    if s.max_t is not None and s.max_t <= 0:
-        raise StudyError(f"{where(src, 'scheduler.max_t')}expected an integer > 0, got {s.max_t!r}")
-    if s.grace_period <= 0 or (s.max_t is not None and s.grace_period > s.max_t):
-        raise StudyError(f"{where(src, 'scheduler.grace_period')}expected 1 <= grace_period <= max_t, got {s.grace_period!r}")
-    if s.reduction_factor < 2:
-        raise StudyError(f"{where(src, 'scheduler.reduction_factor')}is {s.reduction_factor}, but must be >= 2")
-    if spec.search.type not in ("grid", "random", "optuna"):
-        raise StudyError(f"{where(src, 'search.type')}expected grid, random or optuna, got {spec.search.type!r}")
-    if spec.search.max_concurrent <= 0:
-        raise StudyError(f"{where(src, 'search.max_concurrent')}expected an integer > 0, got {spec.search.max_concurrent}")
+    if s.max_t is not None and s.grace_period > s.max_t:
+        raise StudyError(
+            f"{where(src, 'scheduler.grace_period')}expected 1 <= grace_period <= max_t ({s.max_t}), got {s.grace_period!r}"
+        )
     if spec.search.type == "optuna":
         for key, v in spec.space.items():
             if isinstance(v, Domain) and v.kind == "grid":
-                raise StudyError(f"{where(src, f'space.{key}.grid')}optuna samples its points; use choice instead of grid")
+                raise StudyError(
+                    f"{where(src, f'space.{key}.grid')}optuna samples its points; use choice instead of grid"
+                )
         if spec.variants:
             raise StudyError(f"{where(src, 'variants')}optuna cannot search named variants; use space fields")
-    cpu, gpu = spec.resources.cpu, spec.resources.gpu
-    if cpu is not None and cpu <= 0:
-        raise StudyError(f"{where(src, 'resources.cpu')}expected a number > 0, got {cpu}")
-    if gpu is not None and gpu < 0:
-        raise StudyError(f"{where(src, 'resources.gpu')}expected a number >= 0, got {gpu}")
+    gpu = spec.resources.gpu
     if gpu is not None and gpu > 1 and gpu != int(gpu):
-        raise StudyError(f"{where(src, 'resources.gpu')}fractions are for sharing one GPU; above 1 use a whole number, got {spec.resources.gpu}")
-    if spec.max_failures < 0:
-        raise StudyError(f"{where(src, 'max_failures')}expected an integer >= 0, got {spec.max_failures}")
-    TrialConfig.from_dict({"dataset": spec.dataset}, src)
+        raise StudyError(
+            f"{where(src, 'resources.gpu')}fractions are for sharing one GPU; above 1 use a whole number, got {gpu}"
+        )
+    if spec.num_trials() > MAX_TRIALS:
+        raise StudyError(f"{where(src, 'space')}{spec.num_trials()} trials; at most {MAX_TRIALS} in one study")
     spec.trial_configs()  # every combination builds a valid TrialConfig

@@ -16,13 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from study.checkpoints import read_checkpoint
 from study.config import TrialConfig
 from study.data import BatchLoader, ImageData
 from study.models import create_model, is_conv_net
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" is cuda when this process can see a GPU (Ray sets CUDA_VISIBLE_DEVICES per trial)."""
+    """ "auto" is cuda when this process can see a GPU (Ray sets CUDA_VISIBLE_DEVICES per trial)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -117,10 +118,16 @@ class Trainer:
         # The dataset moves to the device once; batches are index slices of it from here on.
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.train_loader = BatchLoader(
-            data.train_x.to(self.device), data.train_y.to(self.device), cfg.batch_size,
-            data.mean, data.std, cfg.augment, self.generator, drop_last_single=True,
+            data.train_x.to(self.device),
+            data.train_y.to(self.device),
+            cfg.batch_size,
+            data.mean,
+            data.std,
+            cfg.augment,
+            self.generator,
+            drop_last_single=True,
             max_batches=cfg.max_steps_per_epoch,
-        )  # fmt: skip
+        )
         self.test_loader = BatchLoader(
             data.test_x.to(self.device), data.test_y.to(self.device), cfg.eval_batch_size, data.mean, data.std
         )
@@ -168,5 +175,5 @@ class Trainer:
         torch.save(self.state_dict(), path)
 
     def load(self, path: str) -> None:
-        """Load a checkpoint file; only tensors and plain containers (weights_only=True)."""
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        """Load a checkpoint file: tensors and plain containers only (see `read_checkpoint`)."""
+        self.load_state_dict(read_checkpoint(path, self.device))

@@ -10,40 +10,14 @@ import logging
 import os
 import resource
 import tempfile
-from typing import Any, Mapping
+from typing import Any
 
 import ray
 from ray import tune
 
-from study.config import TrialConfig
 from study.data import load_dataset
-from study.errors import StudyError
+from study.schema import CHECKPOINT_FILE, trial_config
 from study.train import Trainer
-
-CHECKPOINT_FILE = "trainer.pt"
-META_KEY = "study"  # config entry with the experiment's own metadata; not a TrialConfig field
-VARIANT_KEY = "variant"  # config entry {"name": ..., **overrides} for named variants
-
-
-def trial_config(config: Mapping[str, Any]) -> TrialConfig:
-    """Tune's config -> TrialConfig: drop the metadata, fold a named variant's overrides in."""
-    raw = {k: v for k, v in config.items() if k not in (META_KEY, VARIANT_KEY)}
-    variant = dict(config.get(VARIANT_KEY) or {})
-    variant.pop("name", None)
-    return TrialConfig.from_dict({**raw, **variant}, "trial config")
-
-
-class CorruptCheckpoint(StudyError):
-    """A checkpoint file that torch cannot read back."""
-
-
-def load_checkpoint(trainer: Trainer, checkpoint: tune.Checkpoint) -> None:
-    with checkpoint.as_directory() as folder:
-        path = os.path.join(folder, CHECKPOINT_FILE)
-        try:
-            trainer.load(path)
-        except Exception as exc:  # torch raises many types for a truncated or foreign file
-            raise CorruptCheckpoint(f"{path}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def memory_mb() -> dict[str, float]:
@@ -66,7 +40,8 @@ def train_trial(config: dict[str, Any]) -> None:
     trainer = Trainer(cfg, data)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        load_checkpoint(trainer, checkpoint)  # continues at the next epoch, not at 0
+        with checkpoint.as_directory() as folder:  # continues at the next epoch, not at 0
+            trainer.load(os.path.join(folder, CHECKPOINT_FILE))
     node_id = ray.get_runtime_context().get_node_id()
     while trainer.epoch < cfg.epochs:
         metrics = trainer.run_epoch()

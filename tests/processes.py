@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def children_of(pid: int) -> list[int]:
@@ -60,9 +60,12 @@ def kill_tree(proc: subprocess.Popen) -> None:
 def start_study(args: list[str], log_path: str, env: dict | None = None) -> subprocess.Popen:
     log = open(log_path, "w")
     return subprocess.Popen(
-        [sys.executable, "-m", "study", *args], stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "study", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        start_new_session=True,
+    )
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:

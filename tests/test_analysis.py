@@ -7,29 +7,50 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis import against_report, compute, effects, mean_ci, per_variant
-from analysis.report import load_reference
+from study.analysis import against_report, compute, effects, mean_ci, per_variant
+from study.analysis.report import load_reference
 
 
-def tidy(trials: list[tuple[str, int, list[float]]], epochs: int = 3, experiment: str = "exp", baseline: str = "a") -> pd.DataFrame:
+def tidy(
+    trials: list[tuple[str, int, list[float]]], epochs: int = 3, experiment: str = "exp", baseline: str = "a"
+) -> pd.DataFrame:
     """Rows per (variant, seed, test_acc per epoch); train_acc = test_acc + 0.1."""
     rows = []
     for i, (variant, seed, accs) in enumerate(trials):
         for e, acc in enumerate(accs, start=1):
-            rows.append({
-                "experiment": experiment, "trial_id": f"t{i}", "variant": variant, "baseline": baseline,
-                "config_seed": seed, "config_epochs": epochs, "max_t": epochs, "epoch": e,
-                "test_acc": acc, "train_acc": acc + 0.1, "train_loss": 1.0 / e, "diverged": False,
-                "status": "TERMINATED", "time_total_s": 2.0 * e, "timestamp": 1000 + 10 * i + 2 * e,
-                "images_per_s": 100.0,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "experiment": experiment,
+                    "trial_id": f"t{i}",
+                    "variant": variant,
+                    "baseline": baseline,
+                    "config_seed": seed,
+                    "config_epochs": epochs,
+                    "max_t": epochs,
+                    "epoch": e,
+                    "test_acc": acc,
+                    "train_acc": acc + 0.1,
+                    "train_loss": 1.0 / e,
+                    "diverged": False,
+                    "status": "TERMINATED",
+                    "time_total_s": 2.0 * e,
+                    "timestamp": 1000 + 10 * i + 2 * e,
+                    "images_per_s": 100.0,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-FRAME = tidy([
-    ("a", 0, [0.1, 0.2, 0.30]), ("a", 1, [0.1, 0.2, 0.32]), ("a", 2, [0.1, 0.2, 0.31]),
-    ("b", 0, [0.2, 0.4, 0.50]), ("b", 1, [0.2, 0.4, 0.52]), ("b", 2, [0.2, 0.4]),  # b/2 stopped early
-])  # fmt: skip
+FRAME = tidy(
+    [
+        ("a", 0, [0.1, 0.2, 0.30]),
+        ("a", 1, [0.1, 0.2, 0.32]),
+        ("a", 2, [0.1, 0.2, 0.31]),
+        ("b", 0, [0.2, 0.4, 0.50]),
+        ("b", 1, [0.2, 0.4, 0.52]),
+        ("b", 2, [0.2, 0.4]),  # b/2 stopped early
+    ]
+)
 
 
 def test_mean_ci_is_student_t():
@@ -57,7 +78,10 @@ def test_effects_use_welch_over_seeds_at_a_common_epoch():
     assert e.loc["b", "effect"] == pytest.approx(0.2)
     assert e.loc["b", "baseline"] == "a" and e.loc["b", "verdict"].startswith("better (no spread")
     assert math.isnan(e.loc["b", "p_value"])
-    full = tidy([("a", 0, [0.30]), ("a", 1, [0.32]), ("a", 2, [0.31]), ("b", 0, [0.50]), ("b", 1, [0.52]), ("b", 2, [0.4])], epochs=1)
+    full = tidy(
+        [("a", 0, [0.30]), ("a", 1, [0.32]), ("a", 2, [0.31]), ("b", 0, [0.50]), ("b", 1, [0.52]), ("b", 2, [0.4])],
+        epochs=1,
+    )
     e = effects(full).set_index("variant")
     a, b = [0.30, 0.32, 0.31], [0.50, 0.52, 0.4]
     assert e.loc["b", "effect"] == pytest.approx(sum(b) / 3 - sum(a) / 3)
@@ -71,14 +95,23 @@ def test_effects_say_when_seeds_are_too_few():
 
 
 def test_against_report_verdicts():
-    reference = pd.DataFrame([
-        {"experiment": "exp", "variant": "a", "metric": "test_acc", "epoch": 3, "value": 0.31, "passage": "p1"},
-        {"experiment": "exp", "variant": "a", "metric": "test_acc", "epoch": 3, "value": 0.20, "passage": "p2"},
-        {"experiment": "exp", "variant": "a", "metric": "peak_test_acc", "epoch": None, "value": 0.60, "passage": "p3"},
-        {"experiment": "exp", "variant": "b", "metric": "test_acc", "epoch": 3, "value": 0.51, "passage": "p4"},
-        {"experiment": "exp", "variant": "c", "metric": "test_acc", "epoch": 3, "value": 0.5, "passage": "p5"},
-        {"experiment": "exp", "variant": "a", "metric": "train_loss", "epoch": 1, "value": 1.0, "passage": "p6"},
-    ])  # fmt: skip
+    reference = pd.DataFrame(
+        [
+            {"experiment": "exp", "variant": "a", "metric": "test_acc", "epoch": 3, "value": 0.31, "passage": "p1"},
+            {"experiment": "exp", "variant": "a", "metric": "test_acc", "epoch": 3, "value": 0.20, "passage": "p2"},
+            {
+                "experiment": "exp",
+                "variant": "a",
+                "metric": "peak_test_acc",
+                "epoch": None,
+                "value": 0.60,
+                "passage": "p3",
+            },
+            {"experiment": "exp", "variant": "b", "metric": "test_acc", "epoch": 3, "value": 0.51, "passage": "p4"},
+            {"experiment": "exp", "variant": "c", "metric": "test_acc", "epoch": 3, "value": 0.5, "passage": "p5"},
+            {"experiment": "exp", "variant": "a", "metric": "train_loss", "epoch": 1, "value": 1.0, "passage": "p6"},
+        ]
+    )
     t = against_report(FRAME, reference)
     assert list(t["verdict"]) == ["reproduced", "higher", "lower", "reproduced", "not run", "reproduced"]
     assert t.loc[3, "n"] == 2  # b/2 never reached epoch 3
@@ -105,5 +138,17 @@ def test_reference_covers_every_report_experiment_with_known_variants():
 
 def test_tables_keep_the_frames_variant_order():
     # The first variant runs longer than the second (as when ASHA stops the second early).
-    frame = tidy([("zeta", 0, [0.1, 0.2]), ("zeta", 1, [0.3, 0.4]), ("alpha", 0, [0.1]), ("alpha", 1, [0.2])], baseline="zeta")
+    frame = tidy(
+        [("zeta", 0, [0.1, 0.2]), ("zeta", 1, [0.3, 0.4]), ("alpha", 0, [0.1]), ("alpha", 1, [0.2])], baseline="zeta"
+    )
     assert list(per_variant(frame)["variant"]) == ["zeta", "alpha"]
+
+
+def test_the_analysis_imports_no_ray():
+    """Reading results must not need Ray (nor run its pickles): a fresh interpreter proves it."""
+    import subprocess
+    import sys
+
+    code = "import sys, study.analysis, study.analysis.report; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

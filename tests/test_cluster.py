@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -61,9 +62,20 @@ class Cluster:
 
     def __init__(self, head_args: list[str], worker_args: list[list[str]]) -> None:
         self.temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's unix sockets live here
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+        # A token made for this cluster alone: a fresh machine has no ~/.ray/auth_token, and the
+        # test must not depend on (or overwrite) the user's own.
+        token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.env = {**os.environ, **token, "RAY_USAGE_STATS_ENABLED": "0"}
         try:
-            out = self.ray_start(["--head", f"--port={free_port()}", f"--temp-dir={self.temp_dir}", "--include-dashboard=false", *head_args])
+            out = self.ray_start(
+                [
+                    "--head",
+                    f"--port={free_port()}",
+                    f"--temp-dir={self.temp_dir}",
+                    "--include-dashboard=false",
+                    *head_args,
+                ]
+            )
             self.address = re.search(r"ray start --address='([^']+)'", out).group(1)
             for args in worker_args:
                 self.ray_start([f"--address={self.address}", *args])
@@ -75,7 +87,13 @@ class Cluster:
         import sys
 
         ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")  # the ray of this Python
-        proc = subprocess.run([ray_cli if os.path.exists(ray_cli) else "ray", "start", "--disable-usage-stats", *args], env=self.env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [ray_cli if os.path.exists(ray_cli) else "ray", "start", "--disable-usage-stats", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout + proc.stderr
 
@@ -83,9 +101,12 @@ class Cluster:
         import sys
 
         return subprocess.run(
-            [sys.executable, "-m", "study", *args, "--address", self.address], env=self.env,
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            [sys.executable, "-m", "study", *args, "--address", self.address],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def stop(self) -> None:
         stop_cluster(self.temp_dir)
@@ -133,7 +154,10 @@ def test_trial_bigger_than_any_node_fails_at_once(two_nodes, write_yaml, tmp_pat
     start = time.time()
     proc = two_nodes.study("run", write_yaml(SMALL), "--cpus-per-trial", "2", "--storage-path", str(tmp_path / "r"))
     assert proc.returncode == 2
-    assert "resources.cpu: each trial asks for 2 CPU and 0 GPU, but no node has that (nodes: 1 CPU/0 GPU, 1 CPU/0 GPU)" in proc.stderr
+    assert (
+        "resources.cpu: each trial asks for 2 CPU and 0 GPU, but no node has that (nodes: 1 CPU/0 GPU, 1 CPU/0 GPU)"
+        in proc.stderr
+    )
     assert time.time() - start < 60 and not (tmp_path / "r").exists()
 
 
@@ -142,8 +166,14 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(write_yaml, tmp_path):
     cluster = Cluster(["--num-cpus=4", "--num-gpus=1"], [])
     try:
         # Long enough (~10 s a trial) that staggered actor starts and whole-second timestamps don't matter.
-        space = write_yaml(SMALL.replace("epochs: 2", "epochs: 4").replace("num_train: 512", "num_train: 4096").replace("channels: 8", "channels: 16"))
-        proc = cluster.study("run", space, "--gpus-per-trial", "0.25", "--storage-path", str(tmp_path), "--name", "packed")
+        space = write_yaml(
+            SMALL.replace("epochs: 2", "epochs: 4")
+            .replace("num_train: 512", "num_train: 4096")
+            .replace("channels: 8", "channels: 16")
+        )
+        proc = cluster.study(
+            "run", space, "--gpus-per-trial", "0.25", "--storage-path", str(tmp_path), "--name", "packed"
+        )
     finally:
         cluster.stop()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -180,7 +210,11 @@ def test_cluster_yaml_matches_rays_schema_and_asks_for_gpus():
 def test_cluster_yaml_comments_every_key():
     with open(os.path.join(ROOT, "cluster.yaml")) as f:
         lines = f.read().splitlines()
-    keys = [line for line in lines if re.match(r"^\s*[A-Za-z_\"~.][^:#]*:(\s|$)", line) and not line.lstrip().startswith("#")]
+    keys = [
+        line
+        for line in lines
+        if re.match(r"^\s*[A-Za-z_\"~.][^:#]*:(\s|$)", line) and not line.lstrip().startswith("#")
+    ]
     bare = [line for line in keys if "#" not in line and not line.rstrip().endswith(":")]
     # A key that opens a block may carry its comment on the block's first line instead.
     assert not bare, f"keys without a comment: {bare}"

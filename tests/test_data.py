@@ -52,7 +52,9 @@ def test_unknown_augmentation_is_rejected(batch):
 def test_loader_yields_every_index_exactly_once_per_epoch(n, batch_size):
     # Label i marks image i, so the labels seen are the indices drawn.
     images = torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
-    loader = BatchLoader(images, torch.arange(n), batch_size, (0.5,) * 3, (0.25,) * 3, "flip+crop", torch.Generator().manual_seed(0))
+    loader = BatchLoader(
+        images, torch.arange(n), batch_size, (0.5,) * 3, (0.25,) * 3, "flip+crop", torch.Generator().manual_seed(0)
+    )
     epochs = [torch.cat([y for _, y in loader]) for _ in range(2)]
     for seen in epochs:
         assert sorted(seen.tolist()) == list(range(n))
@@ -119,7 +121,9 @@ def test_imagefolder_missing_split_is_a_clear_error(tmp_path):
 
 def test_loader_max_batches_caps_the_epoch():
     images = torch.zeros(100, 3, 32, 32, dtype=torch.uint8)
-    loader = BatchLoader(images, torch.arange(100), 10, (0.5,) * 3, (0.25,) * 3, "none", torch.Generator(), max_batches=3)
+    loader = BatchLoader(
+        images, torch.arange(100), 10, (0.5,) * 3, (0.25,) * 3, "none", torch.Generator(), max_batches=3
+    )
     assert len(loader) == 3 and sum(len(y) for _, y in loader) == 30
 
 

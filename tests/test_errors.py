@@ -38,8 +38,8 @@ def assert_bad_input(result, *fragments: str) -> None:
     [
         ("name: x\nspace: {lr: 0.1]\n", "line 2: YAML syntax error"),
         ("bogus: 1\n", "bogus: unknown key"),
-        ("space: {epochs: 0}\n", "space.epochs: expected a value > 0"),
-        ("space: {lr: {loguniform: [-1, 1]}}\n", "space.lr.loguniform: expected a value > 0, got -1"),
+        ("space: {epochs: 0}\n", "space.epochs: expected an integer >= 1 and <= 10000, got 0"),
+        ("space: {lr: {loguniform: [-1, 1]}}\n", "space.lr.loguniform: expected low > 0 for a log scale, got -1"),
     ],
 )
 def test_bad_files_leave_no_experiment_folder(run_cli, write_yaml, tmp_path, text, fragment):
@@ -53,7 +53,16 @@ def test_cifar_missing_offline(run_cli, write_yaml, tmp_path, monkeypatch):
 
     monkeypatch.setattr(CIFAR100, "url", f"{UNREACHABLE}/cifar-100-python.tar.gz")
     data_dir = tmp_path / "data"
-    result = run_cli("run", write_yaml(TINY), "--dataset", "cifar100", "--data-dir", str(data_dir), "--storage-path", str(tmp_path / "r"))
+    result = run_cli(
+        "run",
+        write_yaml(TINY),
+        "--dataset",
+        "cifar100",
+        "--data-dir",
+        str(data_dir),
+        "--storage-path",
+        str(tmp_path / "r"),
+    )
     assert_bad_input(result, "dataset cifar100: not found in", str(data_dir), "cifar-100-python.tar.gz", "digits")
     assert not (tmp_path / "r").exists()
 
@@ -79,7 +88,10 @@ def test_more_gpus_than_any_node_fails_at_once(ray_session, run_cli, write_yaml,
 
 
 def test_resume_of_nothing(run_cli, write_yaml, tmp_path):
-    assert_bad_input(run_cli("run", write_yaml(TINY), "--resume", "--storage-path", str(tmp_path)), "--resume: no earlier run of 'tiny'")
+    assert_bad_input(
+        run_cli("run", write_yaml(TINY), "--resume", "--storage-path", str(tmp_path)),
+        "--resume: no earlier run of 'tiny'",
+    )
     assert_bad_input(run_cli("resume", str(tmp_path / "nope")), "no such experiment folder")
     (tmp_path / "plain").mkdir()
     assert_bad_input(run_cli("resume", str(tmp_path / "plain")), "not a study experiment folder")

@@ -102,7 +102,10 @@ space:
 
 def test_killed_trial_worker_is_retried_from_its_checkpoint(write_yaml, tmp_path):
     exp = str(tmp_path / "worker")
-    proc = start_study(["run", write_yaml(WORKER_SPACE), "--storage-path", str(tmp_path), "--name", "worker"], str(tmp_path / "run.log"))
+    proc = start_study(
+        ["run", write_yaml(WORKER_SPACE), "--storage-path", str(tmp_path), "--name", "worker"],
+        str(tmp_path / "run.log"),
+    )
     try:
         wait_for(lambda: any(len(rows(d)) >= 2 for d in trial_dirs(exp)), 180, "two epochs", proc)
         (trial,) = trial_dirs(exp)

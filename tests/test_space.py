@@ -8,8 +8,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.sample import Categorical, Float, Integer
 
-from study.run import make_scheduler, make_search, param_space
 from study.space import Domain, load_spec
+from study.tuner import make_scheduler, make_search, param_space
 
 GOOD = """
 name: demo
@@ -36,7 +36,10 @@ def test_every_domain_kind_converts_to_tune(write_yaml):
     assert isinstance(space["lr"].get_sampler(), Float._LogUniform)
     assert isinstance(space["dropout"], Float) and not isinstance(space["dropout"].get_sampler(), Float._LogUniform)
     assert isinstance(space["fc_width"], Categorical) and space["fc_width"].categories == [64, 128]
-    assert isinstance(space["batch_size"], Integer) and (space["batch_size"].lower, space["batch_size"].upper) == (16, 64)
+    assert isinstance(space["batch_size"], Integer) and (space["batch_size"].lower, space["batch_size"].upper) == (
+        16,
+        64,
+    )
     assert space["epochs"] == 3 and space["dataset"] == "synthetic"
     names = [v["name"] for v in space["variant"]["grid_search"]]
     assert names == ["small", "mlp"]
@@ -47,7 +50,11 @@ def test_every_domain_kind_converts_to_tune(write_yaml):
 
 
 def test_fifo_and_optuna(write_yaml):
-    spec = load_spec(write_yaml("scheduler: {type: fifo}\nsearch: {type: optuna, max_concurrent: 3, seed: 1}\nspace: {lr: {loguniform: [0.001, 0.1]}}\n"))
+    spec = load_spec(
+        write_yaml(
+            "scheduler: {type: fifo}\nsearch: {type: optuna, max_concurrent: 3, seed: 1}\nspace: {lr: {loguniform: [0.001, 0.1]}}\n"
+        )
+    )
     assert isinstance(make_scheduler(spec), FIFOScheduler)
     search = make_search(spec)
     assert isinstance(search, ConcurrencyLimiter) and search.max_concurrent == 3
@@ -81,23 +88,29 @@ def test_every_report_space_takes_the_offline_overrides():
 BAD = [
     ("name: x\nspace: {lr: 0.1]\n", "line 2: YAML syntax error"),
     ("nmae: x\n", "nmae: unknown key; expected one of: name"),
-    ("space: {chanels: 64}\n", "space.chanels: unknown config field"),
+    ("space: {chanels: 64}\n", "space.chanels: unknown key; expected one of: model, hidden"),
     ("space: {epochs: three}\n", "space.epochs: expected an integer, got 'three'"),
     ("space: {batch_norm: 1}\n", "space.batch_norm: expected true or false, got 1"),
     ("space: {model: vgg}\n", "space.model: expected one of cnn, mlp, resnet18, got 'vgg'"),
-    ("dataset: imagenet\n", "dataset: expected one of cifar10, cifar100, digits, imagefolder, synthetic, got 'imagenet'"),
-    ("space: {augment: {grid: [flip, rotate]}}\n", "space.augment.grid: expected one of none, flip, crop, flip+crop, got 'rotate'"),
-    ("space: {epochs: 0}\n", "space.epochs: expected a value > 0, got 0"),
-    ("space: {lr: {loguniform: [0, 0.1]}}\n", "space.lr.loguniform: expected a value > 0, got 0"),
+    (
+        "dataset: imagenet\n",
+        "dataset: expected one of cifar10, cifar100, digits, imagefolder, synthetic, got 'imagenet'",
+    ),
+    (
+        "space: {augment: {grid: [flip, rotate]}}\n",
+        "space.augment.grid: expected one of none, flip, crop, flip+crop, got 'rotate'",
+    ),
+    ("space: {epochs: 0}\n", "space.epochs: expected an integer >= 1 and <= 10000, got 0"),
+    ("space: {lr: {loguniform: [0, 0.1]}}\n", "space.lr.loguniform: expected low > 0 for a log scale, got 0"),
     ("space: {lr: {loguniform: [0.1, 0.01]}}\n", "space.lr.loguniform: expected low < high"),
     ("space: {seed: {grid: []}}\n", "space.seed.grid: expected a non-empty list, got []"),
     ("space: {lr: {normal: [0, 1]}}\n", "space.lr: expected a value or one of {grid, choice"),
-    ("scheduler: {type: hyperband}\n", "scheduler.type: expected asha or fifo, got 'hyperband'"),
-    ("scheduler: {reduction_factor: 1}\n", "scheduler.reduction_factor: is 1.0, but must be >= 2"),
+    ("scheduler: {type: hyperband}\n", "scheduler.type: expected one of asha, fifo, got 'hyperband'"),
+    ("scheduler: {reduction_factor: 1}\n", "scheduler.reduction_factor: expected a value >= 2 and <= 100, got 1"),
     ("search: {type: optuna}\nspace: {seed: {grid: [0, 1]}}\n", "space.seed.grid: optuna samples its points"),
     ("metric: accuracy\n", "metric: expected one of test_acc"),
     ("variants: {a: {model: cnn}}\nbaseline: b\n", "baseline: expected one of the variants (a), got 'b'"),
-    ("variants: {a: {channels: -1}}\n", "variants.a.channels: expected a value > 0, got -1"),
+    ("variants: {a: {channels: -1}}\n", "variants.a.channels: expected an integer >= 1 and <= 2048, got -1"),
     ("resources: {gpu: 1.5}\n", "resources.gpu: fractions are for sharing one GPU"),
     ("- a\n- b\n", "expected a mapping of keys"),
 ]
@@ -125,7 +138,7 @@ def test_set_and_scheduler_overrides(write_yaml, run_cli):
     assert spec.space["num_train"] == 300 and spec.space["augment"] == "flip"
     assert isinstance(make_scheduler(spec), FIFOScheduler)
     code, _, err = run_cli("run", write_yaml(GOOD), "--set", "num_train=-5")
-    assert code == 2 and "space.num_train: expected a value >= 0, got -5" in err
+    assert code == 2 and "--set num_train=-5: num_train: expected an integer >= 0 and <= 100000000, got -5" in err
     code, _, err = run_cli("run", write_yaml(GOOD), "--set", "num_train")
     assert code == 2 and "--set: expected FIELD=VALUE" in err
 
@@ -134,7 +147,9 @@ def test_random_search_seed_draws_the_same_samples(write_yaml):
     from ray.tune.search import BasicVariantGenerator
 
     tune.register_trainable("x", lambda config: None)
-    spec = load_spec(write_yaml("search: {type: random, seed: 3}\nnum_samples: 4\nspace: {lr: {loguniform: [0.0001, 0.1]}}\n"))
+    spec = load_spec(
+        write_yaml("search: {type: random, seed: 3}\nnum_samples: 4\nspace: {lr: {loguniform: [0.0001, 0.1]}}\n")
+    )
     draws = []
     for _ in range(2):
         search = make_search(spec)

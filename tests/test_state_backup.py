@@ -6,7 +6,8 @@ import os
 import pytest
 
 from study.errors import StudyError
-from study.state_backup import BACKUP_DIR, StateBackup, repair_state
+from study.experiment_state import BACKUP_DIR, repair_state
+from study.state_backup import StateBackup
 
 
 def write_state(folder, payload) -> str:

@@ -1,15 +1,17 @@
 """A real Ray Tune study: Tuner.fit with ASHA on synthetic data, then the CLI end to end."""
 
 import glob
+import json
 import os
+import socket
 
 import pandas as pd
 import pytest
 import torch
 
-from study.run import make_tuner
+from study.schema import CHECKPOINT_FILE, trial_config
 from study.space import load_spec
-from study.trainable import CHECKPOINT_FILE, trial_config
+from study.tuner import make_tuner
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +38,15 @@ space:
 
 def test_tuner_with_asha_reports_stops_and_checkpoints(ray_session, write_yaml, tmp_path):
     spec = load_spec(write_yaml(ASHA_SPACE))
-    tuner = make_tuner(spec, str(tmp_path), "asha_test", {"cpu": 2, "gpu": 0})
+    tuner = make_tuner(spec, str(tmp_path / "asha_test"), {"cpu": 2, "gpu": 0})
     results = tuner.fit()
 
     assert len(results) == 4 and not results.errors
     epochs = {r.config["lr"]: [] for r in results}
     for r in results:
-        assert {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "images_per_s"} <= set(r.metrics)
+        assert {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "images_per_s"} <= set(
+            r.metrics
+        )
         epochs[r.config["lr"]].append(r.metrics["epoch"])
     assert max(epochs[0.003]) == 3  # the best trial ran to max_t
     assert min(epochs[0.0000001]) < 3, f"ASHA stopped nothing early: {epochs}"
@@ -94,6 +98,17 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
         assert table.split("_")[0] in out.lower() or table == "against_report"
     assert (exp / "analysis" / "curves_cli_test.png").stat().st_size > 10_000
 
+    # What produced the run, written before the first trial: versions, commit, command, machine.
+    env = json.loads((exp / "environment.json").read_text())
+    first_result = min(os.path.getmtime(p) for p in glob.glob(str(exp / "*" / "result.json")))
+    assert os.path.getmtime(exp / "environment.json") < first_result
+    assert set(env["versions"]) == {"python", "torch", "torchvision", "ray", "optuna", "pandas", "numpy", "cifar-study"}
+    assert env["versions"]["torch"] == torch.__version__.split("+")[0] or env["versions"]["torch"] == torch.__version__
+    assert env["command"] == ["study", "run", space, "--storage-path", str(tmp_path), "--name", "exp"]
+    assert env["hostname"] == socket.gethostname() and env["cpu_count"] == os.cpu_count() and env["gpus"] == []
+    assert "git_commit" in env and "git_dirty" in env
+    assert "environment of exp: cifar-study " in out and f"torch {env['versions']['torch']}" in out
+
     raw = pd.read_csv(exp / "analysis" / "results.csv")
     per_variant = pd.read_csv(exp / "analysis" / "per_variant.csv").set_index("variant")
     # Table numbers agree with the raw per-epoch results.
@@ -104,12 +119,16 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     effects = pd.read_csv(exp / "analysis" / "effects.csv")
     assert list(effects["variant"]) == ["cnn"] and effects["baseline"][0] == "mlp" and effects["at_epoch"][0] == 2
     # FIFO: every trial ran both epochs, so the effect is the difference of the final means.
-    assert effects["effect"][0] == pytest.approx(per_variant.loc["cnn", "final_test_acc"] - per_variant.loc["mlp", "final_test_acc"])
+    assert effects["effect"][0] == pytest.approx(
+        per_variant.loc["cnn", "final_test_acc"] - per_variant.loc["mlp", "final_test_acc"]
+    )
 
     # The same experiment through a URI that pyarrow understands (s3:// works the same way).
     code, out, err = run_cli("analyze", f"file://{exp}", "--out", str(tmp_path / "from_uri"))
     assert code == 0, err
-    assert pd.read_csv(tmp_path / "from_uri" / "per_variant.csv").equals(pd.read_csv(exp / "analysis" / "per_variant.csv"))
+    assert pd.read_csv(tmp_path / "from_uri" / "per_variant.csv").equals(
+        pd.read_csv(exp / "analysis" / "per_variant.csv")
+    )
 
     # Same name again: refused, nothing written over.
     code, _, err = run_cli("run", space, "--storage-path", str(tmp_path), "--name", "exp")

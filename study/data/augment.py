@@ -42,9 +42,7 @@ def crop_at(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, padding: int
 
 def random_crop(x: torch.Tensor, generator: torch.Generator, padding: int = CROP_PADDING) -> torch.Tensor:
     """RandomCrop(H, padding=`padding`): a uniformly placed window of the zero-padded image."""
-    top, left = torch.randint(
-        0, 2 * padding + 1, (2, x.shape[0]), generator=generator, device=x.device
-    )
+    top, left = torch.randint(0, 2 * padding + 1, (2, x.shape[0]), generator=generator, device=x.device)
     return crop_at(x, top, left, padding)
 
 

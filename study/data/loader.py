@@ -6,7 +6,7 @@ device, and augmentation and normalisation run on whole batches there (airbench 
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -1,12 +1,14 @@
 """Model registry. Every model is a plain `nn.Module` taking 3x32x32 images and returning logits.
 
 Register a factory with `@MODELS.register("name")`; its keyword-only arguments (with defaults)
-are the config fields the model reads. `create_model("cnn", num_classes=100, channels=64)`.
+are the config fields the model reads. They have no defaults here: `TrialConfig` holds the one
+set of defaults, and `TrialConfig(model="cnn", channels=64).model_kwargs()` gives every option.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 

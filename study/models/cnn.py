@@ -27,20 +27,24 @@ class ReportCNN(nn.Module):
     def __init__(
         self,
         num_classes: int,
-        channels: int = 128,
-        batch_norm: bool = False,
-        fc_width: int = 4096,
-        dropout: float = 0.0,
+        channels: int,
+        batch_norm: bool,
+        fc_width: int,
+        dropout: float,
     ) -> None:
         super().__init__()
         c = channels
         self.features = nn.Sequential(
-            *conv_block(3, c, 5, 2, batch_norm), nn.ReLU(inplace=True),  # (B, C, 14, 14)
-            *conv_block(c, c, 3, 1, batch_norm), nn.ReLU(inplace=True),  # (B, C, 12, 12)
-            *conv_block(c, c, 3, 1, batch_norm), nn.ReLU(inplace=True),  # (B, C, 10, 10)
+            *conv_block(3, c, 5, 2, batch_norm),
+            nn.ReLU(inplace=True),  # (B, C, 14, 14)
+            *conv_block(c, c, 3, 1, batch_norm),
+            nn.ReLU(inplace=True),  # (B, C, 12, 12)
+            *conv_block(c, c, 3, 1, batch_norm),
+            nn.ReLU(inplace=True),  # (B, C, 10, 10)
             *conv_block(c, 2 * c, 3, 1, batch_norm),  # (B, 2C, 8, 8)
-            nn.MaxPool2d(2), nn.ReLU(inplace=True),  # (B, 2C, 4, 4)
-        )  # fmt: skip
+            nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),  # (B, 2C, 4, 4)
+        )
         self.classifier = nn.Sequential(
             nn.Flatten(),  # (B, 2C*16)
             nn.Linear(2 * c * 4 * 4, fc_width),
@@ -57,10 +61,10 @@ class ReportCNN(nn.Module):
 def cnn(
     num_classes: int,
     *,
-    channels: int = 128,
-    batch_norm: bool = False,
-    fc_width: int = 4096,
-    dropout: float = 0.0,
+    channels: int,
+    batch_norm: bool,
+    fc_width: int,
+    dropout: float,
 ) -> nn.Module:
     """The report's CNN: 4 convs (C, C, C, 2C), maxpool, FC `fc_width`, optional BN and dropout."""
     return ReportCNN(num_classes, channels, batch_norm, fc_width, dropout)

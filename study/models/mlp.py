@@ -11,7 +11,7 @@ from study.models import MODELS
 class OldMLP(nn.Module):
     """3072 -> hidden -> hidden -> classes, sigmoid activations, as in the report."""
 
-    def __init__(self, num_classes: int, hidden: int = 4096) -> None:
+    def __init__(self, num_classes: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(3 * 32 * 32, hidden)
         self.fc2 = nn.Linear(hidden, hidden)
@@ -25,6 +25,6 @@ class OldMLP(nn.Module):
 
 
 @MODELS.register("mlp")
-def mlp(num_classes: int, *, hidden: int = 4096) -> nn.Module:
+def mlp(num_classes: int, *, hidden: int) -> nn.Module:
     """The report's old_nn: sigmoid MLP 3072->4096->4096->classes (`hidden` sets 4096)."""
     return OldMLP(num_classes, hidden=hidden)

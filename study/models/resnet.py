@@ -14,7 +14,7 @@ from study.models import MODELS
 # torchvision is imported where it is used: a trial of another model doesn't pay its memory.
 
 
-def weights():
+def imagenet_weights():
     """torchvision's ImageNet weights entry for ResNet18 (URL, hash, transforms)."""
     from torchvision.models import ResNet18_Weights
 
@@ -23,18 +23,18 @@ def weights():
 
 def weights_path() -> str:
     """Where torchvision's weights API looks for (and caches) the ImageNet checkpoint."""
-    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights().url))
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(imagenet_weights().url))
 
 
 def pretrained_state_dict() -> dict[str, torch.Tensor]:
     """Load the ImageNet weights through torchvision's API; offline and uncached is a StudyError."""
-    WEIGHTS = weights()
+    weights = imagenet_weights()
     try:
-        return WEIGHTS.get_state_dict(progress=False, check_hash=True)
+        return weights.get_state_dict(progress=False, check_hash=True)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
         raise StudyError(
             f"resnet18 pretrained=true: ImageNet weights are not cached and could not be "
-            f"downloaded ({reason(exc)}); download {WEIGHTS.url} and save it as {weights_path()} "
+            f"downloaded ({reason(exc)}); download {weights.url} and save it as {weights_path()} "
             f"(or set TORCH_HOME), or use pretrained: false"
         ) from None
 
@@ -42,7 +42,7 @@ def pretrained_state_dict() -> dict[str, torch.Tensor]:
 class ResNet18(nn.Module):
     """ResNet18 whose input is upsampled to `input_size` (224 = the size ImageNet weights expect)."""
 
-    def __init__(self, num_classes: int, pretrained: bool = False, input_size: int = 32) -> None:
+    def __init__(self, num_classes: int, pretrained: bool, input_size: int) -> None:
         import torchvision
 
         super().__init__()
@@ -60,6 +60,6 @@ class ResNet18(nn.Module):
 
 
 @MODELS.register("resnet18")
-def resnet18(num_classes: int, *, pretrained: bool = False, input_size: int = 32) -> nn.Module:
+def resnet18(num_classes: int, *, pretrained: bool, input_size: int) -> nn.Module:
     """torchvision ResNet18 (11M params), ImageNet-pretrained or from scratch, new head."""
     return ResNet18(num_classes, pretrained=pretrained, input_size=input_size)

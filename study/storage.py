@@ -1,0 +1,136 @@
+"""Where experiments live: a local folder or a URI (s3://, gs://, file://) through pyarrow.
+
+Every storage question goes through here: is it a URI, does it exist, read or write a small
+file, list the runs of a study, and create an experiment folder that no other run can take.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+
+import pyarrow
+import pyarrow.fs
+
+from study.errors import StudyError, reason
+
+RUN_SUFFIX = re.compile(r"^-\d{8}-\d{6}(?:-\d+)?$")  # NAME-YYYYmmdd-HHMMSS[-N]
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def normalize(path: str) -> str:
+    """Ray wants an absolute local path or a URI (s3://, gs://, file://...)."""
+    return path if is_uri(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def join(storage: str, *parts: str) -> str:
+    return "/".join([storage.rstrip("/"), *parts])
+
+
+def basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def parent(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[0]
+
+
+def filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    try:
+        return pyarrow.fs.FileSystem.from_uri(normalize(uri))
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, OSError) as exc:
+        raise StudyError(f"{uri}: cannot open this storage path ({reason(exc)})") from None
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def is_file(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type == pyarrow.fs.FileType.File
+
+
+def read_text(uri: str) -> str:
+    fs, path = filesystem(uri)
+    with fs.open_input_stream(path) as f:
+        return f.read().decode("utf-8")
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write a small file whole. Local files go through a temporary name and a rename."""
+    if not is_uri(uri):
+        tmp = f"{uri}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, uri)
+        return
+    fs, path = filesystem(uri)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def check_writable(storage: str, flag: str = "--storage-path") -> None:
+    """A local storage path must be a folder this user can write; checked before Ray starts."""
+    if is_uri(storage):
+        return
+    existing = storage
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise StudyError(f"{flag} {storage}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StudyError(f"{flag} {storage}: cannot write in {existing} (permissions or a read-only file system)")
+
+
+def runs_of(storage: str, name: str) -> list[str]:
+    """The experiment folders of study `name` under storage: NAME or NAME-YYYYmmdd-HHMMSS[-N], oldest first."""
+    names = [n for n, is_dir in list_dir(storage) if is_dir]
+    own = [n for n in names if n == name or (n.startswith(name) and RUN_SUFFIX.match(n[len(name) :]))]
+    return [join(storage, n) for n in sorted(own)]
+
+
+def timestamped(name: str) -> str:
+    return f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def create_experiment_dir(storage: str, name: str, exact: bool) -> str:
+    """Create a new experiment folder atomically and return its path.
+
+    Local folders are made with an exclusive mkdir, so two runs started at the same moment can
+    never share one: with `exact` (a name given by --name) a taken name is an error; otherwise
+    the timestamped name gets a -2, -3, ... suffix. On a URI, where object stores have no
+    exclusive create, an existing folder is refused.
+    """
+    base = name if exact else timestamped(name)
+    if is_uri(storage):
+        path = join(storage, base)
+        if exists(path):
+            raise StudyError(f"--name: {path} already exists; pass --resume to continue it, or another --name")
+        fs, folder = filesystem(path)
+        fs.create_dir(folder, recursive=True)
+        return path
+    os.makedirs(storage, exist_ok=True)
+    for attempt in range(1, 1000):
+        path = join(storage, base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            if exact:
+                raise StudyError(
+                    f"--name: {path} already exists; pass --resume to continue it, or another --name"
+                ) from None
+    raise StudyError(f"{storage}: could not find a free folder name for {name}")
+
+
+def list_dir(uri: str) -> list[tuple[str, bool]]:
+    """(name, is a folder) for each entry of a folder; [] when it does not exist."""
+    fs, path = filesystem(uri)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    return sorted((i.base_name, i.type == pyarrow.fs.FileType.Directory) for i in infos)

@@ -1,0 +1,112 @@
+"""Ray Tune objects from a checked `StudySpec`: param space, scheduler, search, Tuner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+from study.progress import EtaCallback
+from study.schema import META_KEY, VARIANT_KEY
+from study.space import Domain, StudySpec
+from study.state_backup import StateBackup
+from study.storage import basename, parent
+from study.trainable import train_trial
+
+
+def to_tune_domain(domain: Domain) -> Any:
+    kind, values = domain.kind, list(domain.values)
+    if kind == "grid":
+        return tune.grid_search(values)
+    if kind == "choice":
+        return tune.choice(values)
+    if kind == "uniform":
+        return tune.uniform(*values)
+    if kind == "loguniform":
+        return tune.loguniform(*values)
+    return tune.randint(*values)  # [low, high): high is exclusive, as in Tune
+
+
+def param_space(spec: StudySpec) -> dict[str, Any]:
+    """Tune's param_space: the searched fields, the named variants, and the study's metadata."""
+    space: dict[str, Any] = {k: to_tune_domain(v) if isinstance(v, Domain) else v for k, v in spec.space.items()}
+    space["dataset"] = spec.dataset
+    if spec.variants:
+        space[VARIANT_KEY] = tune.grid_search([{"name": n, **o} for n, o in spec.variants.items()])
+    # Constant across trials; lands in every trial's params.json so the analysis needs no side file.
+    space[META_KEY] = {
+        "experiment": spec.name,
+        "baseline": spec.baseline,
+        "max_t": spec.max_epochs(),
+        "variants": list(spec.variants),  # the file's order, for the tables
+    }
+    return space
+
+
+def make_scheduler(spec: StudySpec) -> FIFOScheduler | ASHAScheduler:
+    if spec.scheduler.type == "fifo":
+        return FIFOScheduler()
+    s = spec.scheduler
+    # time_attr "epoch" (our own counter) survives restore; the trainable reports it every epoch.
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=spec.max_epochs(),
+        grace_period=min(s.grace_period, spec.max_epochs()),
+        reduction_factor=s.reduction_factor,
+    )
+
+
+def make_search(spec: StudySpec) -> Any:
+    if spec.search.type != "optuna":
+        if spec.search.seed is None:
+            return None  # Tune's default BasicVariantGenerator: grid points x random samples
+        # The same seed draws the same random samples, so two runs (e.g. ASHA vs FIFO) compare alike.
+        return BasicVariantGenerator(random_state=spec.search.seed)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
+    return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=spec.search.max_concurrent)
+
+
+def make_trainable(resources: dict[str, float]) -> Any:
+    return tune.with_resources(train_trial, resources)
+
+
+def trial_name(trial: Any) -> str:
+    """Short, readable trial names: "cnn64-s1-00004" (variant, seed, trial number)."""
+    variant = (trial.config.get(VARIANT_KEY) or {}).get("name", "trial")
+    return f"{variant}-s{trial.config.get('seed', 0)}-{trial.trial_id.split('_')[-1]}"
+
+
+def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float]) -> tune.Tuner:
+    """A new Tuner writing into `experiment_path` (storage folder / run name)."""
+    return tune.Tuner(
+        make_trainable(resources),
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            scheduler=make_scheduler(spec),
+            search_alg=make_search(spec),
+            num_samples=spec.num_samples,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=basename(experiment_path),
+            storage_path=parent(experiment_path),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+            verbose=1,  # Ray's status table only, not every trial's result box
+            callbacks=[StateBackup(experiment_path), EtaCallback(spec.num_trials(), spec.max_epochs())],
+        ),
+    )
+
+
+def restore_tuner(experiment_path: str, resources: dict[str, float]) -> tune.Tuner:
+    """Ray's own restore: finished trials stay finished, the rest continue from their checkpoints."""
+    return tune.Tuner.restore(experiment_path, make_trainable(resources), resume_unfinished=True, resume_errored=True)
