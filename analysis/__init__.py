@@ -1,4 +1,4 @@
-"""Analysis of study experiments: tidy loading, the four tables, learning-curve plots."""
+"""Analysis of study experiments: tidy loading, the five tables (per variant, effects, against the report, compute, best trials), learning-curve plots."""
 
 from study.analysis.load import load_experiment, load_experiments
 from study.analysis.report import summarize_experiments

@@ -1,4 +1,4 @@
-"""`study analyze`: load experiments, build the four tables, write Markdown + CSV + PNG, print."""
+"""`study analyze`: load experiments, build the five tables, write Markdown + CSV + PNG, print."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The four tables. Pure functions: a tidy frame (see `analysis.load`) in, a frame out."""
+"""The five tables (per variant, effects, against the report, compute, best trials). Pure functions: a tidy frame (see `analysis.load`) in, a frame out."""
 
 from __future__ import annotations
 
