@@ -12,7 +12,7 @@ import pandas as pd
 
 from study import storage
 from study.errors import StudyError, reason
-from study.experiment_state import STATE_GLOB, repair_state
+from study.experiment_state import STATE_GLOB, repair_state, trial_states
 from study.schema import META_KEY, VARIANT_KEY, trial_config
 
 METRIC_COLUMNS = [
@@ -99,30 +99,6 @@ def read_results(uri: str) -> pd.DataFrame:
         if isinstance(row, dict):
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-def trial_states(state_uri: str) -> dict[str, dict[str, Any]]:
-    """Trial folder name -> {trial_id, status, last_result} from Tune's state, read as plain JSON.
-
-    Each trial's entry is a JSON string; the fields Ray pickles inside it stay the hex text they
-    are, never unpickled. An unreadable state gives {} (statuses then come from the trial folders).
-    """
-    try:
-        state = json.loads(storage.read_text(state_uri))
-        entries = [(json.loads(item[0]), json.loads(item[1])) for item in state.get("trial_data", [])]
-    except (OSError, ValueError, TypeError, IndexError, AttributeError):
-        return {}
-    out = {}
-    for trial, run in entries:
-        if not (isinstance(trial, dict) and isinstance(trial.get("relative_logdir"), str)):
-            continue
-        last_result = run.get("last_result") if isinstance(run, dict) else None
-        out[trial["relative_logdir"]] = {
-            "trial_id": str(trial.get("trial_id")),
-            "status": str(trial.get("status")),
-            "last_result": last_result if isinstance(last_result, dict) else {},
-        }
-    return out
 
 
 def trial_frame(

@@ -24,18 +24,42 @@ def read_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
         ) from None
 
 
+def checkpoints_to_resume(experiment_path: str) -> list[str]:
+    """The checkpoint file each unfinished trial will resume from.
+
+    That is the one Tune's state records with the trial's last result (read as plain JSON),
+    not merely the newest on disk: after a crash, a newer checkpoint folder can exist that Tune
+    never recorded. Trials the state does not know fall back to their newest checkpoint.
+    """
+    from study.experiment_state import STATE_GLOB, trial_states
+
+    states = sorted(glob.glob(os.path.join(experiment_path, STATE_GLOB)))
+    known = trial_states(states[-1]) if states else {}
+    files = []
+    for trial_dir in sorted(glob.glob(os.path.join(experiment_path, "*", ""))):
+        name = os.path.basename(os.path.dirname(trial_dir))
+        state = known.get(name, {})
+        if state.get("status") == "TERMINATED":
+            continue  # finished: Tune will not load it again
+        recorded = state.get("last_result", {}).get("checkpoint_dir_name")
+        if isinstance(recorded, str) and os.path.basename(recorded) == recorded:
+            files.append(os.path.join(trial_dir, recorded, CHECKPOINT_FILE))
+            continue
+        on_disk = sorted(glob.glob(os.path.join(trial_dir, "checkpoint_*")))
+        if on_disk:
+            files.append(os.path.join(on_disk[-1], CHECKPOINT_FILE))
+    return files
+
+
 def verify_checkpoints(experiment_path: str) -> int:
-    """Load the newest checkpoint of every trial; a corrupt one is a StudyError.
+    """Load the checkpoint every unfinished trial will resume from; a corrupt one is a StudyError.
 
     Runs before a resume so that a damaged file costs one line, not trials that crash and retry.
     Local folders only (a URI is checked by the trials themselves). Returns the number checked.
     """
     if is_uri(experiment_path):
         return 0
-    checked = 0
-    for trial_dir in sorted(glob.glob(os.path.join(experiment_path, "*", ""))):
-        checkpoints = sorted(glob.glob(os.path.join(trial_dir, "checkpoint_*")))
-        if checkpoints:
-            read_checkpoint(os.path.join(checkpoints[-1], CHECKPOINT_FILE))
-            checked += 1
-    return checked
+    files = checkpoints_to_resume(experiment_path)
+    for path in files:
+        read_checkpoint(path)
+    return len(files)

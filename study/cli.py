@@ -53,10 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the newest run of this file (or --name) instead of starting anew",
     )
+    add_trust_arg(run)
 
     resume = sub.add_parser("resume", help="continue an interrupted experiment from its folder")
     resume.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the folder `study run` printed")
     add_cluster_args(resume, storage=False)
+    add_trust_arg(resume)
 
     validate = sub.add_parser("validate", help="check search-space files without running anything")
     validate.add_argument("spaces", nargs="+", metavar="SPACE")
@@ -68,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the model registry")
     sub.add_parser("datasets", help="list the dataset registry")
     return parser
+
+
+def add_trust_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="resume a folder this user's `study run` did not sign (someone else's, a URI); Ray "
+        "unpickles its state, which can run code: read it first",
+    )
 
 
 def add_cluster_args(p: argparse.ArgumentParser, storage: bool = True) -> None:
@@ -117,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from study import run
 
     overrides = {k: getattr(args, k) for k in OVERRIDES}
-    plans = run.plan_runs(args.spaces, overrides, args.storage_path, args.name, args.resume)
+    plans = run.plan_runs(args.spaces, overrides, args.storage_path, args.name, args.resume, args.trust)
     resources = run.connect_and_size(plans, args.address, args.autoscale)
     failed = 0
     for plan, trial_resources in zip(plans, resources, strict=True):
@@ -139,7 +150,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not storage.exists(path):
         raise StudyError(f"{args.experiment}: no such experiment folder")
     spec = run.read_spec(path)
-    run.check_resumable(path)
+    run.check_resumable(path, args.trust)
     prepare_inputs(spec)
     (resources,) = run.connect_and_size([run.Plan(spec, storage.parent(path), path)], args.address, args.autoscale)
     outcome = run.resume_experiment(path, resources, args.command_line, spec)

@@ -3,25 +3,64 @@
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 import sys
-from typing import Any
-
-import ray
 
 from study.errors import StudyError, reason, where
 from study.space import StudySpec
 from study.storage import is_uri
 
 
+def local_only_environment() -> dict[str, str]:
+    """Environment for a single-machine Ray that nobody else can reach.
+
+    - Every Ray server (GCS, raylet, workers, the runtime-env agent) binds to 127.0.0.1: Ray's
+      single-machine mode, which it uses by default on macOS and Windows
+      (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 turns it on on Linux too). It must be set before Ray
+      is imported.
+    - Token authentication is on, with a fresh token for this run, so another user of the same
+      machine cannot connect to it either.
+    """
+    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    if "RAY_AUTH_MODE" not in os.environ:
+        env["RAY_AUTH_MODE"] = "token"
+        if "RAY_AUTH_TOKEN" not in os.environ:
+            env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    return env
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A HOST:PORT that does not answer is an error in seconds, not a connect that retries for minutes."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise StudyError(f"--address {address}: expected 'auto' or HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise StudyError(
+            f"--address {address}: no Ray cluster answers there ({reason(exc)}); is `ray start --head` running?"
+        ) from None
+
+
 def connect(address: str | None) -> None:
-    """Start a local Ray (no dashboard) or join the cluster at `address` ("auto" or host:port)."""
+    """Start a local, loopback-only Ray (no dashboard), or join the cluster at `address`.
+
+    A cluster given by --address keeps Ray's own settings (see README "On a cluster").
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phone-home from offline machines
     # Save Tune's experiment state after every step, not every ~10 s: after a crash each trial
     # then resumes from its newest checkpoint, so at most the epoch in flight is run again.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    if address and address != "auto":
+        check_reachable(address)
+    if not address and "ray" not in sys.modules:
+        os.environ.update(local_only_environment())
+    import ray
+
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "configure_logging": True, "logging_level": "WARNING"}
     if address:
         try:
             ray.init(address=address, logging_level="WARNING")
@@ -29,10 +68,12 @@ def connect(address: str | None) -> None:
             hint = " (is RAY_AUTH_MODE=token set, as for `ray start`?)" if "auth" in str(exc).lower() else ""
             raise StudyError(f"--address {address}: cannot connect to the Ray cluster: {reason(exc)}{hint}") from None
     else:
-        ray.init(**kwargs)
+        ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING")
 
 
 def alive_nodes() -> list[dict[str, float]]:
+    import ray
+
     return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
 
 

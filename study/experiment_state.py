@@ -15,7 +15,9 @@ import os
 import shutil
 import sys
 import time
+from typing import Any
 
+from study import storage
 from study.errors import StudyError
 from study.storage import is_uri
 
@@ -37,6 +39,25 @@ def readable(path: str) -> bool:
         return False
 
 
+def restore_backup(experiment_path: str) -> None:
+    """Put the backup copy back: its files (and signature) over the live ones.
+
+    Top-level files the backup does not hold are moved aside to `.study-set-aside/`, not
+    deleted: Ray would otherwise pick up a newer (or planted) state file beside the restored one.
+    """
+    backup = os.path.join(experiment_path, BACKUP_DIR)
+    kept = {os.path.basename(p) for p in state_files(backup)}
+    for p in state_files(experiment_path):
+        name = os.path.basename(p)
+        if name not in kept and name not in ("environment.json", ".validate_storage_marker"):
+            aside = os.path.join(experiment_path, ".study-set-aside")
+            os.makedirs(aside, exist_ok=True)
+            os.replace(p, os.path.join(aside, name))
+    for name in sorted(os.listdir(backup)):
+        if os.path.isfile(os.path.join(backup, name)):
+            shutil.copy2(os.path.join(backup, name), experiment_path)
+
+
 def repair_state(experiment_path: str, settle_s: float = 2.0) -> bool:
     """If a state file is unreadable, put the last good copy back. Returns True if it did."""
     if is_uri(experiment_path) or not os.path.isdir(experiment_path):
@@ -48,13 +69,35 @@ def repair_state(experiment_path: str, settle_s: float = 2.0) -> bool:
         broken = [p for p in broken if not readable(p)]
     if not broken:
         return False
-    backup = os.path.join(experiment_path, BACKUP_DIR)
-    if not os.path.isdir(backup):
+    if not os.path.isdir(os.path.join(experiment_path, BACKUP_DIR)):
         raise StudyError(f"{broken[0]}: experiment state cut short (a crash mid-write) and no backup copy to restore")
-    for p in state_files(backup):
-        shutil.copy2(p, experiment_path)
+    restore_backup(experiment_path)
     print(
         f"[study] {os.path.basename(broken[0])} was cut short by a crash; restored the last good copy from {BACKUP_DIR}/",
         file=sys.stderr,
     )
     return True
+
+
+def trial_states(state_uri: str) -> dict[str, dict[str, Any]]:
+    """Trial folder name -> {trial_id, status, last_result} from Tune's state, read as plain JSON.
+
+    Each trial's entry is a JSON string; the fields Ray pickles inside it stay the hex text they
+    are, never unpickled. An unreadable state gives {} (statuses then come from the trial folders).
+    """
+    try:
+        state = json.loads(storage.read_text(state_uri))
+        entries = [(json.loads(item[0]), json.loads(item[1])) for item in state.get("trial_data", [])]
+    except (OSError, ValueError, TypeError, IndexError, AttributeError):
+        return {}
+    out = {}
+    for trial, run in entries:
+        if not (isinstance(trial, dict) and isinstance(trial.get("relative_logdir"), str)):
+            continue
+        last_result = run.get("last_result") if isinstance(run, dict) else None
+        out[trial["relative_logdir"]] = {
+            "trial_id": str(trial.get("trial_id")),
+            "status": str(trial.get("status")),
+            "last_result": last_result if isinstance(last_result, dict) else {},
+        }
+    return out

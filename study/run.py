@@ -60,7 +60,12 @@ def expand_spaces(paths: Sequence[str]) -> list[str]:
 
 
 def plan_runs(
-    spaces: Sequence[str], overrides: Mapping[str, Any], storage_path: str, name: str | None, resume: bool
+    spaces: Sequence[str],
+    overrides: Mapping[str, Any],
+    storage_path: str,
+    name: str | None,
+    resume: bool,
+    trust: bool = False,
 ) -> list[Plan]:
     """Check every file, its data and its target folder; nothing is written and Ray is not started."""
     if name is not None:
@@ -83,7 +88,7 @@ def plan_runs(
         prepare_inputs(spec)
         if resume:
             path = find_run_to_resume(root, spec, name)
-            check_resumable(path)
+            check_resumable(path, trust)
             plans.append(Plan(spec, root, path))
         else:
             if name and storage.exists(storage.join(root, name)):
@@ -133,9 +138,19 @@ def read_spec(experiment_path: str) -> StudySpec:
     return parse_spec(raw, spec_path, {})
 
 
-def check_resumable(path: str) -> None:
-    """A folder `study run` began but Tune never saved (killed before its first step) cannot resume."""
+def check_resumable(path: str, trust: bool) -> None:
+    """Everything a resume needs, checked before Ray opens a file of the folder.
+
+    The folder must hold Tune's state (a run killed before its first step has none), signed by
+    this user's `study run` unless `trust` (see `study.signing`), and every trial's checkpoint
+    must load.
+    """
     if storage.is_uri(path):
+        if not trust:
+            raise StudyError(
+                f"{path}: experiments on a URI are not signed, and resuming unpickles Ray's state; "
+                "if this is your own run, pass --trust"
+            )
         return
     if not glob.glob(os.path.join(path, STATE_GLOB)):
         raise StudyError(
@@ -143,9 +158,38 @@ def check_resumable(path: str) -> None:
             "nothing to resume: delete the folder and run the file again"
         )
     repair_state(path)
+    if not trust:
+        check_signature(path)
     from study.checkpoints import verify_checkpoints
 
     verify_checkpoints(path)
+
+
+def check_signature(path: str) -> None:
+    """Refuse a folder this user's `study run` did not sign, or that changed since.
+
+    A driver killed between Tune's save and the signing leaves live files newer than their
+    signature; then the signed backup copy (at most a second older) is put back instead.
+    """
+    from study import signing
+    from study.experiment_state import BACKUP_DIR, restore_backup
+
+    live = signing.problem(path)
+    if live is None:
+        return
+    backup = os.path.join(path, BACKUP_DIR)
+    if os.path.isdir(backup) and signing.problem(backup) is None:
+        restore_backup(path)
+        if signing.problem(path) is None:
+            print(
+                f"[study] the newest state was not signed yet (a crash); resuming from the signed copy in {BACKUP_DIR}/",
+                file=sys.stderr,
+            )
+            return
+    raise StudyError(
+        f"{os.path.join(path, live.split(':')[0])}: {live.split(': ', 1)[1]}; refusing to resume, since Ray "
+        "would unpickle it: if you wrote this folder, or have read it and trust it, pass --trust"
+    )
 
 
 def write_environment(experiment_path: str, command: Sequence[str], resumed: bool = False) -> None:
@@ -203,6 +247,10 @@ def fit(tuner: Any, path: str) -> Outcome:
             results = tuner.fit()
         except KeyboardInterrupt:  # a second signal: stopped at once; the state of the last step stays
             return Outcome(path, 0, received[0] if received else signal.SIGINT)
+    if not storage.is_uri(path):
+        from study import signing
+
+        signing.sign(path)  # Tune's final save came after the last step's signature
     return Outcome(path, len(results.errors), received[0] if received else None)
 
 

@@ -1,4 +1,7 @@
-"""A Tune callback that keeps a last readable copy of the experiment state (see `study.experiment_state`)."""
+"""A Tune callback that signs the experiment state and keeps a last readable, signed copy of it.
+
+See `study.experiment_state` (why a copy) and `study.signing` (why a signature).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from study import signing
 from study.experiment_state import BACKUP_DIR, readable, state_files
 from study.storage import is_uri
 
@@ -29,6 +33,18 @@ class StateBackup(Callback):
         self.last_copy = 0.0
         self.last_signature: tuple = ()
         self.warned = False
+        self._key: bytes | None = None  # loaded on first use; never pickled (see __getstate__)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks into tuner.pkl, in the experiment folder: the signing key
+        # must not travel with them.
+        return {**self.__dict__, "_key": None}
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = signing.secret_key()
+        return self._key
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()
@@ -51,9 +67,10 @@ class StateBackup(Callback):
         states = [p for p in files if os.path.basename(p).startswith("experiment_state-")]
         if signature == self.last_signature or not states or not all(readable(p) for p in states):
             return  # unchanged, or caught mid-write: keep the previous copy
+        signing.sign(self.path, self.key)  # the live files, as Tune just saved them
         staging = tempfile.mkdtemp(prefix=".study-state-new-", dir=self.path)
         try:
-            for p in files:
+            for p in [*files, os.path.join(self.path, signing.MANIFEST)]:
                 shutil.copy2(p, staging)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # no stray half copies

@@ -11,6 +11,7 @@ import os
 import pytest
 
 from tests.conftest import UNREACHABLE
+from tests.error_catalogue import CASES, run_case
 
 TINY = """
 name: tiny
@@ -46,6 +47,27 @@ def test_bad_files_leave_no_experiment_folder(run_cli, write_yaml, tmp_path, tex
     storage = tmp_path / "results"
     assert_bad_input(run_cli("run", write_yaml(text), "--storage-path", str(storage)), fragment)
     assert not storage.exists() or not os.listdir(storage)
+
+
+def files_under(folder) -> set[str]:
+    return {os.path.relpath(os.path.join(d, n), folder) for d, dirs, files in os.walk(folder) for n in dirs + files}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.what for c in CASES])
+def test_catalogue_case_is_one_line_exit_2_and_writes_nothing(case, tmp_path):
+    argv = case.make(str(tmp_path))
+    before = files_under(tmp_path)
+    code, err = run_case(case, str(tmp_path), argv)
+    assert_bad_input((code, "", err), case.fragment)
+    assert err.startswith("study: error: ")
+    assert files_under(tmp_path) == before  # nothing written, nothing half-made
+
+
+def test_scientific_notation_is_a_number_in_files_and_flags(write_yaml):
+    from study.space import load_spec
+
+    spec = load_spec(write_yaml("space: {lr: 1e-3, weight_decay: 5E-4}\n"), {"set": ["momentum=9e-1"]})
+    assert spec.space["lr"] == 0.001 and spec.space["weight_decay"] == 0.0005 and spec.space["momentum"] == 0.9
 
 
 def test_cifar_missing_offline(run_cli, write_yaml, tmp_path, monkeypatch):

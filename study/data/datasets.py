@@ -180,6 +180,15 @@ def synthetic(*, num_train: int = 0, num_test: int = 0, **_: object) -> ImageDat
     return make("synthetic", train_x, train_y, test_x, test_y, [f"class{i}" for i in range(10)])
 
 
+def load_image(folder, index: int) -> torch.Tensor:
+    """One image of an ImageFolder; an unreadable file (truncated, empty, not an image) names itself."""
+    try:
+        image, _ = folder[index]
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for broken files
+        raise StudyError(f"dataset imagefolder: {folder.samples[index][0]}: unreadable image ({reason(exc)})") from None
+    return image
+
+
 @DATASETS.register("imagefolder")
 def imagefolder(*, data_dir: str, **_: object) -> ImageData:
     """Your own images: DATA_DIR/train/<class>/* and DATA_DIR/test/<class>/*, resized to 32x32."""
@@ -194,7 +203,11 @@ def imagefolder(*, data_dir: str, **_: object) -> ImageData:
             folder = ImageFolder(root, transform=tf)
         except (FileNotFoundError, OSError) as exc:
             raise StudyError(f"dataset imagefolder: {root}: {exc} (expected {root}/<class>/<image>)") from None
-        images = torch.stack([img for img, _ in folder])  # (N, 3, 32, 32) uint8
+        if len(folder.classes) < 2:
+            raise StudyError(
+                f"dataset imagefolder: {root}: {len(folder.classes)} class folder(s); a classifier needs at least 2"
+            )
+        images = torch.stack([load_image(folder, i) for i in range(len(folder))])  # (N, 3, 32, 32) uint8
         splits[split] = (images, torch.tensor(folder.targets), folder.classes)
     if splits["train"][2] != splits["test"][2]:
         raise StudyError(f"dataset imagefolder: {data_dir}: train and test have different class folders")

@@ -1,0 +1,226 @@
+"""The bad-input catalogue: each case is a real `study` command line that must fail with exit 2.
+
+`tests/test_errors.py` runs every case through the CLI (exit code, one line, no folder left).
+`python -m tests.error_catalogue` runs them all and prints the Markdown table of docs/errors.md,
+so the messages in the docs are the real ones.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+
+TINY = """name: tiny
+dataset: synthetic
+space:
+  epochs: 1
+  model: cnn
+  channels: 8
+  fc_width: 32
+  num_train: 128
+  num_test: 64
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    what: str  # the bad input, as the docs name it
+    fragment: str  # a part of the one line the CLI must print
+    make: Callable[[str], list[str]]  # folder -> argv (after `study`); writes what it needs there
+
+
+def write(folder: str, name: str, data: str | bytes) -> str:
+    path = os.path.join(folder, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def run_file(text: str | bytes, *flags: str) -> Callable[[str], list[str]]:
+    """`study run FILE --storage-path FOLDER/results FLAGS...` for a file with this text."""
+
+    def make(folder: str) -> list[str]:
+        return ["run", write(folder, "space.yaml", text), "--storage-path", os.path.join(folder, "results"), *flags]
+
+    return make
+
+
+def tiny_with(line: str) -> str:
+    return TINY + f"  {line}\n"
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+    for i in range(8)
+)
+
+
+def imagefolder(kind: str) -> Callable[[str], list[str]]:
+    """An imagefolder with one broken image (or a single class), run through `--set data_dir`."""
+
+    def make(folder: str) -> list[str]:
+        from PIL import Image
+
+        root = os.path.join(folder, "images")
+        classes = ("cat",) if kind == "one class" else ("cat", "dog")
+        for split in ("train", "test"):
+            for cls in classes:
+                os.makedirs(os.path.join(root, split, cls), exist_ok=True)
+                Image.new("RGB", (8, 8), (255, 0, 0)).save(os.path.join(root, split, cls, "ok.png"))
+        if kind == "truncated":
+            jpeg = os.path.join(root, "train", "cat", "x.jpg")
+            Image.new("RGB", (64, 64)).save(jpeg)
+            with open(jpeg, "r+b") as f:
+                f.truncate(100)
+        if kind == "empty":
+            write(root, "train/dog/empty.png", b"")
+        return run_file(TINY.replace("synthetic", "imagefolder"), "--data-dir", root)(folder)
+
+    return make
+
+
+def resume_of(setup: str) -> Callable[[str], list[str]]:
+    def make(folder: str) -> list[str]:
+        exp = os.path.join(folder, "results", "exp")
+        if setup == "missing":
+            return ["resume", exp]
+        os.makedirs(exp)
+        if setup in ("spec only", "half"):
+            write(exp, "study.yaml", TINY)
+        if setup == "half":
+            os.makedirs(os.path.join(exp, "trial-s0-00000"))
+        return ["resume", exp]
+
+    return make
+
+
+def storage_is_a_file(folder: str) -> list[str]:
+    path = write(folder, "a-file", "not a folder")
+    return ["run", write(folder, "space.yaml", TINY), "--storage-path", os.path.join(path, "results")]
+
+
+def two_files_one_name(folder: str) -> list[str]:
+    a, b = write(folder, "a.yaml", TINY), write(folder, "b.yaml", TINY)
+    return ["run", a, b, "--storage-path", os.path.join(folder, "results")]
+
+
+CASES = [
+    Case("YAML syntax error", "line 2: YAML syntax error", run_file("name: x\nspace: {lr: 0.1]\n")),
+    Case("unknown top-level key", "nmae: unknown key; expected one of: name,", run_file("nmae: x\n")),
+    Case(
+        "unknown config field",
+        "space.chanels: unknown key; expected one of: model,",
+        run_file("space: {chanels: 64}\n"),
+    ),
+    Case("wrong type", "space.epochs: expected an integer, got 'three'", run_file("space: {epochs: three}\n")),
+    Case(
+        "unknown model", "space.model: expected one of cnn, mlp, resnet18, got 'vgg'", run_file("space: {model: vgg}\n")
+    ),
+    Case("unknown dataset", "dataset: expected one of cifar10, cifar100, digits", run_file("dataset: imagenet\n")),
+    Case(
+        "unknown augmentation",
+        "space.augment: expected one of none, flip, crop, flip+crop",
+        run_file("space: {augment: rotate}\n"),
+    ),
+    Case("epochs 0", "space.epochs: expected an integer >= 1 and <= 10000, got 0", run_file("space: {epochs: 0}\n")),
+    Case(
+        "log scale from 0",
+        "space.lr.loguniform: expected low > 0 for a log scale",
+        run_file("space: {lr: {loguniform: [0, 0.1]}}\n"),
+    ),
+    Case(
+        "an empty grid", "space.seed.grid: expected a non-empty list, got []", run_file("space: {seed: {grid: []}}\n")
+    ),
+    Case("YAML aliases (a 'billion laughs' bomb)", "aliases (*a) are not allowed", run_file(ALIAS_BOMB)),
+    Case("a duplicate key", "line 10: duplicate key 'channels'", run_file(tiny_with("channels: 4096"))),
+    Case("a file that is not UTF-8", "not UTF-8 text (byte 0xff at offset 6)", run_file(b"name: \xff\xfe\n")),
+    Case(
+        "a huge width",
+        "space.channels: expected an integer >= 1 and <= 2048, got 1000000000",
+        run_file(TINY.replace("channels: 8", "channels: 1000000000")),
+    ),
+    Case(
+        "a seed out of range",
+        "space.seed: expected an integer >= 0 and <= 4294967295",
+        run_file(tiny_with("seed: 100000000000000000000")),
+    ),
+    Case(
+        "uniform on an integer field",
+        "space.channels.uniform: channels cannot be sampled with uniform; use randint",
+        run_file(TINY.replace("channels: 8", "channels: {uniform: [8, 16]}")),
+    ),
+    Case(
+        "randint that reaches absurd values",
+        "space.batch_size.randint: expected an integer >= 1 and <= 65536",
+        run_file(tiny_with("batch_size: {randint: [1, 100000000000000000000000]}")),
+    ),
+    Case("a bad --set value", "--set lr=fast: lr: expected a number, got 'fast'", run_file(TINY, "--set", "lr=fast")),
+    Case("--set without =", "--set: expected FIELD=VALUE", run_file(TINY, "--set", "lr")),
+    Case(
+        "--max-epochs 0",
+        "--max-epochs: expected an integer >= 1 and <= 10000, got 0",
+        run_file(TINY, "--max-epochs", "0"),
+    ),
+    Case(
+        "--max-epochs and --set epochs",
+        "--set epochs=3: conflicts with --max-epochs 1",
+        run_file(TINY, "--max-epochs", "1", "--set", "epochs=3"),
+    ),
+    Case(
+        "--cpus-per-trial nan",
+        "--cpus-per-trial: expected a finite number, got nan",
+        run_file(TINY, "--cpus-per-trial", "nan"),
+    ),
+    Case("--storage-path under a file", "is a file, not a folder", storage_is_a_file),
+    Case(
+        "an --address nobody answers",
+        "--address 127.0.0.1:1: no Ray cluster answers there",
+        run_file(TINY, "--address", "127.0.0.1:1"),
+    ),
+    Case(
+        "a name that leaves the storage folder",
+        "--name: expected a name of letters, digits and ._+-",
+        run_file(TINY, "--name", "../../outside"),
+    ),
+    Case("two files with one name", "name: 'tiny' is also the name of", two_files_one_name),
+    Case("resume: a missing folder", "no such experiment folder", resume_of("missing")),
+    Case("resume: not a study folder", "not a study experiment folder (no study.yaml)", resume_of("plain")),
+    Case("resume: only study.yaml", "no Tune experiment state in it", resume_of("spec only")),
+    Case("resume: half-written", "no Tune experiment state in it", resume_of("half")),
+    Case("imagefolder: a truncated JPEG", "x.jpg: unreadable image", imagefolder("truncated")),
+    Case("imagefolder: a zero-byte PNG", "empty.png: unreadable image", imagefolder("empty")),
+    Case("imagefolder: one class", "1 class folder(s); a classifier needs at least 2", imagefolder("one class")),
+    Case("an unknown flag", "unrecognized arguments: --frobnicate", run_file(TINY, "--frobnicate")),
+]
+
+
+def run_case(case: Case, folder: str, argv: list[str] | None = None) -> tuple[int, str]:
+    """Run the case's command in-process; (exit code, stderr)."""
+    from study.cli import main
+
+    argv = argv or case.make(folder)
+    err, out = io.StringIO(), io.StringIO()
+    with redirect_stderr(err), redirect_stdout(out):
+        code = main(argv)
+    return code, err.getvalue()
+
+
+def markdown() -> str:
+    rows = ["| bad input | message |", "|---|---|"]
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as folder:
+            _, err = run_case(case, folder)
+            line = err.strip().replace(folder, "...").replace("|", "\\|")
+        if len(line) > 400:
+            line = line[:400] + " ..."
+        rows.append(f"| {case.what} | `{line}` |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown())

@@ -1,0 +1,284 @@
+"""Studies that no mistake, crash or shared folder can corrupt, hijack or confuse.
+
+Planted pickles, signatures, name collisions, --resume matching, signals, and what listens where.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from study import signing, storage
+from study.errors import StudyError
+from tests.processes import children_of, kill_tree, start_study, wait_for
+from tests.processes import result_rows as rows
+from tests.test_errors import assert_bad_input
+
+TINY = """
+name: tiny
+dataset: synthetic
+scheduler: {type: fifo}
+space:
+  seed: {grid: [0, 1]}
+  epochs: 2
+  model: cnn
+  channels: 8
+  fc_width: 32
+  num_train: 256
+  num_test: 64
+"""
+
+LONG = """
+name: long
+dataset: synthetic
+scheduler: {type: fifo}
+space:
+  seed: {grid: [0, 1, 2, 3]}
+  epochs: 4
+  model: cnn
+  channels: 16
+  fc_width: 128
+  batch_size: 64
+  lr: 0.003
+  num_train: 2048
+  num_test: 256
+"""
+
+
+class Payload:
+    """Unpickling this writes a marker file: proof that someone ran a planted pickle."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def plant(experiment: str, marker: str) -> None:
+    """Put a payload where Ray keeps pickles: tuner.pkl and a pickled field of the state."""
+    payload = pickle.dumps(Payload(marker))
+    with open(os.path.join(experiment, "tuner.pkl"), "wb") as f:
+        f.write(payload)
+    (state_path,) = glob.glob(os.path.join(experiment, "experiment_state-*.json"))
+    with open(state_path) as f:
+        state = json.load(f)
+    trial = json.loads(state["trial_data"][0][0])
+    trial["placement_group_factory"] = payload.hex()  # a field Ray reads with cloudpickle
+    state["trial_data"][0][0] = json.dumps(trial)
+    with open(state_path, "w") as f:
+        json.dump(state, f)
+    for params_pkl in glob.glob(os.path.join(experiment, "*", "params.pkl")):
+        with open(params_pkl, "wb") as f:
+            f.write(payload)
+
+
+@pytest.fixture
+def finished(ray_session, run_cli, write_yaml, tmp_path):
+    """A finished tiny experiment, run by this user (so signed with this user's key)."""
+    code, _, err = run_cli("run", write_yaml(TINY), "--storage-path", str(tmp_path), "--name", "exp")
+    assert code == 0, err
+    return str(tmp_path / "exp")
+
+
+@pytest.mark.slow
+def test_planted_pickles_are_never_run_by_analyze_and_refused_by_resume(finished, run_cli, tmp_path):
+    assert signing.problem(finished) is None  # our own run is signed as it stands
+    marker = str(tmp_path / "PWNED")
+    plant(finished, marker)
+
+    code, out, err = run_cli("analyze", finished, "--out", str(tmp_path / "tables"))
+    assert code == 0, err
+    assert (tmp_path / "tables" / "per_variant.csv").exists()
+    assert not os.path.exists(marker)
+
+    assert_bad_input(run_cli("resume", finished), "tuner.pkl: does not match its signature", "--trust")
+    assert_bad_input(
+        run_cli("run", str(tmp_path / "space.yaml"), "--storage-path", str(tmp_path), "--name", "exp", "--resume"),
+        "--trust",
+    )
+    assert not os.path.exists(marker)
+
+
+@pytest.mark.slow
+def test_a_folder_signed_by_someone_else_or_edited_is_refused(finished, run_cli, tmp_path, monkeypatch):
+    copy = str(tmp_path / "copy")
+    shutil.copytree(finished, copy)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other-user"))  # another user's key
+    assert_bad_input(run_cli("resume", copy), "does not match its signature", "--trust")
+    monkeypatch.undo()
+
+    assert signing.problem(copy) is None
+    with open(os.path.join(copy, "study.yaml"), "a") as f:
+        f.write("description: edited after the run\n")
+    assert_bad_input(run_cli("resume", copy), "study.yaml: does not match its signature")
+    os.remove(os.path.join(copy, "study.yaml"))
+    shutil.copy(os.path.join(finished, "study.yaml"), copy)
+    with open(os.path.join(copy, "searcher-state-planted.pkl"), "wb") as f:
+        f.write(b"x")
+    assert_bad_input(run_cli("resume", copy), "searcher-state-planted.pkl: not signed")
+
+
+def test_the_signing_key_is_private_and_made_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    key = signing.secret_key()
+    path = signing.secret_path()
+    assert path.startswith(str(tmp_path)) and len(key) == signing.KEY_BYTES
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert signing.secret_key() == key
+
+
+def test_the_signing_key_never_lands_in_the_experiment_folder(tmp_path, monkeypatch):
+    from study.state_backup import StateBackup
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    callback = StateBackup(str(tmp_path))
+    assert callback.key == signing.secret_key()
+    assert signing.secret_key() not in pickle.dumps(callback)  # Tune pickles callbacks into tuner.pkl
+
+
+def test_two_files_with_one_name_are_refused(run_cli, write_yaml, tmp_path):
+    a = write_yaml(TINY, "a.yaml")
+    b = write_yaml(TINY, "b.yaml")
+    assert_bad_input(
+        run_cli("run", a, b, "--storage-path", str(tmp_path / "r")), "b.yaml: name: 'tiny' is also the name of"
+    )
+    assert_bad_input(run_cli("run", a, a, "--storage-path", str(tmp_path / "r")), "is also the name of")
+    assert not (tmp_path / "r").exists()
+
+
+def test_experiment_folders_are_created_exclusively(tmp_path):
+    root = str(tmp_path)
+    first = storage.create_experiment_dir(root, "tiny", exact=False)
+    second = storage.create_experiment_dir(root, "tiny", exact=False)  # the same second
+    assert first != second and os.path.isdir(first) and os.path.isdir(second)
+    storage.create_experiment_dir(root, "named", exact=True)
+    with pytest.raises(StudyError, match="already exists"):
+        storage.create_experiment_dir(root, "named", exact=True)
+
+
+@pytest.mark.slow
+def test_two_runs_with_one_name_at_once_never_share_a_folder(write_yaml, tmp_path):
+    space = write_yaml(TINY)
+    args = ["run", space, "--storage-path", str(tmp_path), "--name", "same"]
+    procs = [start_study(args, str(tmp_path / f"run{i}.log")) for i in range(2)]
+    try:
+        codes = sorted(p.wait(timeout=300) for p in procs)
+    finally:
+        for p in procs:
+            kill_tree(p)
+    logs = [open(tmp_path / f"run{i}.log").read() for i in range(2)]
+    assert codes == [0, 2], logs
+    assert any("--name:" in log and "already exists" in log for log in logs)
+    trials = [d for d in os.listdir(tmp_path / "same") if d.startswith("trial-")]
+    assert len(trials) == 2  # one run's trials, not two runs' mixed
+
+
+def test_resume_matches_the_study_name_exactly(tmp_path):
+    for name in ("tiny-20261130-095400", "tiny-big-20261130-095500", "tinyx-20261130-095600", "tiny"):
+        (tmp_path / name).mkdir()
+    assert [os.path.basename(p) for p in storage.runs_of(str(tmp_path), "tiny")] == ["tiny", "tiny-20261130-095400"]
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_file_that_is_not_the_saved_study(finished, run_cli, write_yaml, tmp_path):
+    changed = write_yaml(TINY.replace("epochs: 2", "epochs: 3"))
+    assert_bad_input(
+        run_cli("run", changed, "--storage-path", str(tmp_path), "--name", "exp", "--resume"),
+        "is not the study in",
+        "space",
+        f"study resume {finished}",
+    )
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--name", "../../outside"], "--name: expected a name of letters, digits and ._+-"),
+        (["--name", ".hidden"], "--name: expected a name"),
+        (["--name", "x" * 101], "--name: expected a name"),
+    ],
+)
+def test_names_are_one_safe_path_component(run_cli, write_yaml, tmp_path, args, fragment):
+    assert_bad_input(run_cli("run", write_yaml(TINY), "--storage-path", str(tmp_path / "r"), *args), fragment)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "outside").exists()
+
+
+def test_variant_names_are_one_safe_path_component(run_cli, write_yaml, tmp_path):
+    text = TINY + "variants:\n  ../evil: {channels: 8}\n"
+    assert_bad_input(run_cli("validate", write_yaml(text)), "variants.../evil: expected a name")
+
+
+def test_a_failed_backup_warns_and_the_study_goes_on(tmp_path, monkeypatch, capsys):
+    from study.state_backup import StateBackup
+
+    (tmp_path / "experiment_state-x.json").write_text("{}")
+    (tmp_path / "tuner.pkl").write_bytes(b"x")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copy2", full_disk)
+    callback = StateBackup(str(tmp_path), every_s=0)
+    callback.on_step_end(0, [])
+    callback.on_step_end(1, [])
+    err = capsys.readouterr().err
+    assert err.count("could not back up the experiment state") == 1 and "No space left" in err
+    assert not glob.glob(str(tmp_path / ".study-state-new-*"))  # no stray half copies
+
+
+def listening_sockets(pids: set[int]) -> list[str]:
+    """Local addresses that the given processes listen on (TCP), from `ss -ltnp`."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        owners = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+        if owners & pids:
+            found.append(line.split()[3])
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1") or host.startswith("::ffff:127.")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(write_yaml, tmp_path, signum):
+    exp = str(tmp_path / "long")
+    log = str(tmp_path / "run.log")
+    proc = start_study(["run", write_yaml(LONG), "--storage-path", str(tmp_path), "--name", "long"], log)
+    try:
+        wait_for(lambda: glob.glob(os.path.join(exp, "*", "checkpoint_000000")), 180, "a first checkpoint", proc)
+        if signum == signal.SIGINT:  # while it runs: every socket of the study is on loopback
+            sockets = listening_sockets({proc.pid, *children_of(proc.pid)})
+            assert sockets and all(is_loopback(s) for s in sockets), sockets
+        os.kill(proc.pid, signum)
+        code = proc.wait(timeout=120)
+    finally:
+        kill_tree(proc)
+    text = open(log).read()
+    assert code == 128 + signum, text[-3000:]
+    assert f"stopped by {signal.Signals(signum).name}" in text and f"study resume {exp}" in text
+    assert "Per variant" not in text  # no tables that pretend the study finished
+    assert "Traceback" not in text, text[-3000:]
+
+    resumed = start_study(["resume", exp], str(tmp_path / "resume.log"))
+    try:
+        assert resumed.wait(timeout=300) == 0, open(tmp_path / "resume.log").read()[-3000:]
+    finally:
+        kill_tree(resumed)
+    trials = [d for d in glob.glob(os.path.join(exp, "trial-*")) if os.path.isdir(d)]
+    assert len(trials) == 4
+    for d in trials:
+        assert [r["epoch"] for r in rows(d)] == [1, 2, 3, 4], d  # nothing lost, nothing repeated
