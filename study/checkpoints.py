@@ -51,15 +51,43 @@ def checkpoints_to_resume(experiment_path: str) -> list[str]:
     return files
 
 
-def verify_checkpoints(experiment_path: str) -> int:
-    """Load the checkpoint every unfinished trial will resume from; a corrupt one is a StudyError.
+def is_readable(path: str) -> bool:
+    try:
+        read_checkpoint(path)
+        return True
+    except StudyError:
+        return False
 
-    Runs before a resume so that a damaged file costs one line, not trials that crash and retry.
-    Local folders only (a URI is checked by the trials themselves). Returns the number checked.
+
+def fallback_checkpoint(trial_dir: str, corrupt: str) -> str | None:
+    """The newest readable checkpoint file of a trial older than `corrupt`, or None (start over)."""
+    name = os.path.basename(os.path.dirname(corrupt))
+    older = sorted(p for p in glob.glob(os.path.join(trial_dir, "checkpoint_*")) if os.path.basename(p) < name)
+    for folder in reversed(older):
+        path = os.path.join(folder, CHECKPOINT_FILE)
+        if is_readable(path):
+            return path
+    return None
+
+
+def verify_checkpoints(experiment_path: str) -> list[str]:
+    """Load the checkpoint every unfinished trial will resume from; say what replaces a corrupt one.
+
+    A checkpoint can be cut short (a full disk, a crash mid-write). Its trial then resumes from
+    its newest readable older checkpoint, or from the start (see `study.trainable`), so a resume
+    works in one step. Returns one warning line per such trial. Local folders only (on a URI the
+    trials check for themselves).
     """
     if is_uri(experiment_path):
-        return 0
-    files = checkpoints_to_resume(experiment_path)
-    for path in files:
-        read_checkpoint(path)
-    return len(files)
+        return []
+    warnings = []
+    for path in checkpoints_to_resume(experiment_path):
+        if is_readable(path):
+            continue
+        trial_dir = os.path.dirname(os.path.dirname(path))
+        fallback = fallback_checkpoint(trial_dir, path)
+        instead = f"from {os.path.relpath(fallback, trial_dir)}" if fallback else "from its first epoch"
+        warnings.append(
+            f"{path}: unreadable checkpoint (a full disk or a crash mid-write); the trial resumes {instead}"
+        )
+    return warnings

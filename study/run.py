@@ -162,33 +162,59 @@ def check_resumable(path: str, trust: bool) -> None:
         check_signature(path)
     from study.checkpoints import verify_checkpoints
 
-    verify_checkpoints(path)
+    for warning in verify_checkpoints(path):
+        print(f"[study] warning: {warning}", file=sys.stderr)
+
+
+# Files Tune rewrites at every step: after a crash they can be newer than their signature.
+TUNE_STATE_FILES = (
+    "experiment_state-*.json",
+    "callback-states-*.pkl",
+    "basic-variant-state-*.json",
+    "searcher-state-*",
+)
 
 
 def check_signature(path: str) -> None:
     """Refuse a folder this user's `study run` did not sign, or that changed since.
 
-    A driver killed between Tune's save and the signing leaves live files newer than their
-    signature; then the signed backup copy (at most a second older) is put back instead.
+    One exception keeps a crash resumable in one step: when only Tune's per-step state files
+    are newer than their signature (a driver killed between Tune's save and the signing), the
+    signed backup copy of them (at most a second older) is put back, and the resume says so.
     """
+    import fnmatch
+
     from study import signing
     from study.experiment_state import BACKUP_DIR, restore_backup
 
-    live = signing.problem(path)
-    if live is None:
+    def tune_state(name: str) -> bool:
+        return any(fnmatch.fnmatch(name, pattern) for pattern in TUNE_STATE_FILES)
+
+    # Name the most telling file: a pickle of Ray's first, then study.yaml, then the per-step state.
+    found = sorted(signing.problems(path), key=lambda problem: (tune_state(problem[0]), problem[0] == SPEC_FILE))
+    if not found:
         return
+    stale_state = all(why.startswith("does not match") and tune_state(name) for name, why in found)
     backup = os.path.join(path, BACKUP_DIR)
-    if os.path.isdir(backup) and signing.problem(backup) is None:
+    if stale_state and os.path.isdir(backup) and not signing.problems(backup):
         restore_backup(path)
-        if signing.problem(path) is None:
+        if not signing.problems(path):
+            names = ", ".join(name for name, _ in found)
             print(
-                f"[study] the newest state was not signed yet (a crash); resuming from the signed copy in {BACKUP_DIR}/",
+                f"[study] {names}: newer than the signature (the driver stopped between Tune's save and the "
+                f"signing); resuming from the signed copy in {BACKUP_DIR}/",
                 file=sys.stderr,
             )
             return
+    name, why = found[0]
+    if name == SPEC_FILE:
+        raise StudyError(
+            f"{os.path.join(path, name)}: {why}; a resume runs the study as it was saved (Ray keeps its own "
+            "copy), so an edit would be ignored: undo it, or run the edited file as a new study"
+        )
     raise StudyError(
-        f"{os.path.join(path, live.split(':')[0])}: {live.split(': ', 1)[1]}; refusing to resume, since Ray "
-        "would unpickle it: if you wrote this folder, or have read it and trust it, pass --trust"
+        f"{os.path.join(path, name)}: {why}; refusing to resume, since Ray would unpickle the folder's "
+        "state: if you wrote this folder, or have read it and trust it, pass --trust"
     )
 
 

@@ -77,23 +77,30 @@ def sign(folder: str, key: bytes | None = None) -> None:
     os.replace(tmp, os.path.join(folder, MANIFEST))
 
 
-def problem(folder: str, key: bytes | None = None) -> str | None:
-    """Why the folder's signature does not hold ("tuner.pkl: changed after it was signed"), or None."""
+def problems(folder: str, key: bytes | None = None) -> list[tuple[str, str]]:
+    """(file, why) for every file whose signature does not hold; [] when the folder is as signed."""
     key = key or secret_key()
     try:
         with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
             manifest = json.load(f)
     except FileNotFoundError:
-        return f"{MANIFEST}: missing (not signed by this user's `study run`)"
+        return [(MANIFEST, "missing (not signed by this user's `study run`)")]
     except (OSError, ValueError):
-        return f"{MANIFEST}: unreadable"
+        return [(MANIFEST, "unreadable")]
     if not isinstance(manifest, dict):
-        return f"{MANIFEST}: unreadable"
+        return [(MANIFEST, "unreadable")]
+    found = []
     for name in signed_files(folder):
         expected = manifest.get(name)
         if not isinstance(expected, str):
-            return f"{name}: not signed"
-        if not hmac.compare_digest(expected, mac(key, os.path.join(folder, name))):
-            return f"{name}: does not match its signature (changed since, or signed by another user)"
-    missing = [name for name in manifest if not os.path.isfile(os.path.join(folder, name))]
-    return f"{missing[0]}: signed but missing" if missing else None
+            found.append((name, "not signed"))
+        elif not hmac.compare_digest(expected, mac(key, os.path.join(folder, name))):
+            found.append((name, "does not match its signature (changed since, or signed by another user)"))
+    found += [(name, "signed but missing") for name in manifest if not os.path.isfile(os.path.join(folder, name))]
+    return found
+
+
+def problem(folder: str, key: bytes | None = None) -> str | None:
+    """The first problem as "file: why", or None when the folder is as signed."""
+    found = problems(folder, key)
+    return f"{found[0][0]}: {found[0][1]}" if found else None

@@ -70,8 +70,10 @@ class StateBackup(Callback):
         signing.sign(self.path, self.key)  # the live files, as Tune just saved them
         staging = tempfile.mkdtemp(prefix=".study-state-new-", dir=self.path)
         try:
-            for p in [*files, os.path.join(self.path, signing.MANIFEST)]:
+            for p in files:
                 shutil.copy2(p, staging)
+            # Signed from the copies themselves: Ray may write a live file between the two.
+            signing.sign(staging, self.key)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # no stray half copies
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import tempfile
 
 import pyarrow
 import pyarrow.fs
@@ -84,8 +85,10 @@ def check_writable(storage: str, flag: str = "--storage-path") -> None:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise StudyError(f"{flag} {storage}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise StudyError(f"{flag} {storage}: cannot write in {existing} (permissions or a read-only file system)")
+    try:  # a real write: os.access() says yes to root even on a read-only file system
+        os.rmdir(tempfile.mkdtemp(prefix=".study-write-test-", dir=existing))
+    except OSError as exc:
+        raise StudyError(f"{flag} {storage}: cannot write in {existing} ({exc.strerror})") from None
 
 
 def runs_of(storage: str, name: str) -> list[str]:

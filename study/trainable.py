@@ -15,7 +15,9 @@ from typing import Any
 import ray
 from ray import tune
 
+from study.checkpoints import fallback_checkpoint
 from study.data import load_dataset
+from study.errors import StudyError
 from study.schema import CHECKPOINT_FILE, trial_config
 from study.train import Trainer
 
@@ -30,6 +32,29 @@ def memory_mb() -> dict[str, float]:
     }
 
 
+def resume_from(trainer: Trainer, checkpoint: tune.Checkpoint) -> None:
+    """Load Tune's checkpoint; if it is unreadable, the newest readable older one, else start over.
+
+    A checkpoint cut short by a full disk would otherwise fail the trial on every retry. The
+    older ones are looked for beside it, on local storage (`checkpoint.path` is the folder there).
+    """
+    with checkpoint.as_directory() as folder:
+        try:
+            trainer.load(os.path.join(folder, CHECKPOINT_FILE))
+            return
+        except StudyError:
+            pass
+    trial_dir = os.path.dirname(checkpoint.path)
+    fallback = None
+    if os.path.isdir(trial_dir):
+        fallback = fallback_checkpoint(trial_dir, os.path.join(checkpoint.path, CHECKPOINT_FILE))
+    if fallback is not None:
+        trainer.load(fallback)
+    logging.getLogger(__name__).warning(
+        "unreadable checkpoint %s; resumed from %s", checkpoint.path, fallback or "the first epoch"
+    )
+
+
 def train_trial(config: dict[str, Any]) -> None:
     """Train one trial, reporting once per epoch. Resumes from Tune's checkpoint if there is one."""
     # Ray logs every persisted checkpoint at INFO from the worker; once per epoch per trial drowns
@@ -40,8 +65,7 @@ def train_trial(config: dict[str, Any]) -> None:
     trainer = Trainer(cfg, data)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:  # continues at the next epoch, not at 0
-            trainer.load(os.path.join(folder, CHECKPOINT_FILE))
+        resume_from(trainer, checkpoint)  # continues at the next epoch, not at 0
     node_id = ray.get_runtime_context().get_node_id()
     while trainer.epoch < cfg.epochs:
         metrics = trainer.run_epoch()

@@ -218,7 +218,7 @@ def markdown() -> str:
             line = err.strip().replace(folder, "...").replace("|", "\\|")
         if len(line) > 400:
             line = line[:400] + " ..."
-        rows.append(f"| {case.what} | `{line}` |")
+        rows.append(f"| {case.what} | `` {line} `` |")
     return "\n".join(rows)
 
 

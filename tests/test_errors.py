@@ -126,10 +126,29 @@ def test_analyze_a_folder_that_is_not_an_experiment(run_cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_corrupt_checkpoint_is_caught_before_resume(ray_session, run_cli, write_yaml, tmp_path):
-    code, _, err = run_cli("run", write_yaml(TINY), "--storage-path", str(tmp_path), "--name", "exp")
+def test_an_unreadable_checkpoint_resumes_from_the_one_before_in_one_step(ray_session, run_cli, write_yaml, tmp_path):
+    """A full disk leaves 0-byte checkpoints: `study resume` still works, in one step."""
+    import json
+
+    space = write_yaml(TINY.replace("epochs: 1", "epochs: 3"))
+    code, _, err = run_cli("run", space, "--storage-path", str(tmp_path), "--name", "exp")
     assert code == 0, err
-    (checkpoint,) = glob.glob(str(tmp_path / "exp" / "*" / "checkpoint_*" / "trainer.pt"))
-    with open(checkpoint, "wb") as f:
-        f.write(b"not a checkpoint")
-    assert_bad_input(run_cli("resume", str(tmp_path / "exp")), checkpoint, "corrupt checkpoint")
+    (trial,) = glob.glob(str(tmp_path / "exp" / "trial-*" / ""))
+    # Make it look interrupted after epoch 2: Tune's state says RUNNING at epoch 2 ...
+    (state_path,) = glob.glob(str(tmp_path / "exp" / "experiment_state-*.json"))
+    with open(state_path) as f:
+        state = json.load(f)
+    entry = json.loads(state["trial_data"][0][0])
+    entry["status"] = "PAUSED"
+    state["trial_data"][0][0] = json.dumps(entry)
+    with open(state_path, "w") as f:
+        json.dump(state, f)
+    from study import signing
+
+    signing.sign(str(tmp_path / "exp"))  # as our own run would have left it
+    # ... and the newest checkpoint was cut to 0 bytes by a full disk.
+    newest = sorted(glob.glob(os.path.join(trial, "checkpoint_*")))[-1]
+    open(os.path.join(newest, "trainer.pt"), "wb").close()
+    code, _, err = run_cli("resume", str(tmp_path / "exp"))
+    assert code == 0, err
+    assert "unreadable checkpoint" in err and "the trial resumes from checkpoint_" in err

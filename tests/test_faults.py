@@ -36,6 +36,16 @@ def checkpoint_epochs(trial_dir: str) -> int:
     return int(found[-1].rsplit("_", 1)[1]) + 1 if found else 0
 
 
+def recorded_epochs(exp: str) -> int:
+    """Epochs Tune's saved state holds a result for, over all trials (read as plain JSON)."""
+    from study.experiment_state import trial_states
+
+    states = sorted(glob.glob(os.path.join(exp, "experiment_state-*.json")))
+    if not states:
+        return 0
+    return sum(int(t["last_result"].get("epoch", 0)) for t in trial_states(states[-1]).values())
+
+
 def trial_dirs(exp: str) -> list[str]:
     return sorted(d for d in glob.glob(os.path.join(exp, "*-s*-*")) if os.path.isdir(d))
 
@@ -46,6 +56,8 @@ def test_driver_sigkill_then_resume_loses_and_repeats_nothing(write_yaml, tmp_pa
     proc = start_study(["run", space, "--storage-path", str(tmp_path), "--name", "crash"], str(tmp_path / "run.log"))
     try:
         wait_for(lambda: glob.glob(os.path.join(exp, "*", "checkpoint_000000")), 180, "a first checkpoint", proc)
+        # ... and Tune has recorded a result: a kill before that leaves nothing to analyse.
+        wait_for(lambda: recorded_epochs(exp) > 0, 60, "a result in Tune's state", proc)
     finally:
         kill_tree(proc)  # SIGKILL: no clean shutdown, no final state save
     before = {os.path.basename(d): (len(rows(d)), checkpoint_epochs(d)) for d in trial_dirs(exp)}

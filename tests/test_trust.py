@@ -119,7 +119,7 @@ def test_a_folder_signed_by_someone_else_or_edited_is_refused(finished, run_cli,
     assert signing.problem(copy) is None
     with open(os.path.join(copy, "study.yaml"), "a") as f:
         f.write("description: edited after the run\n")
-    assert_bad_input(run_cli("resume", copy), "study.yaml: does not match its signature")
+    assert_bad_input(run_cli("resume", copy), "study.yaml: does not match its signature", "an edit would be ignored")
     os.remove(os.path.join(copy, "study.yaml"))
     shutil.copy(os.path.join(finished, "study.yaml"), copy)
     with open(os.path.join(copy, "searcher-state-planted.pkl"), "wb") as f:
