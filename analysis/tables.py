@@ -14,15 +14,15 @@ ROUNDING = 0.005  # the report prints whole percent: "42 %" stands for [41.5 %, 
 
 def mean_ci(values: pd.Series | np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:
     """Mean, std and Student-t confidence interval of the mean. CI is NaN with fewer than 2 values."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    n = len(x)
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    n = len(finite)
     if n == 0:
         return (math.nan,) * 4
-    mean = float(x.mean())
+    mean = float(finite.mean())
     if n < 2:
         return mean, math.nan, math.nan, math.nan
-    std = float(x.std(ddof=1))
+    std = float(finite.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
     return mean, std, mean - half, mean + half
 
@@ -46,15 +46,15 @@ def trial_summary(frame: pd.DataFrame) -> pd.DataFrame:
 def per_variant(frame: pd.DataFrame) -> pd.DataFrame:
     """Table 1: each variant across its seeds."""
     rows = []
-    for (experiment, variant), g in trial_summary(frame).groupby(["experiment", "variant"], sort=False):
-        final = mean_ci(g["final_test_acc"])
-        best = mean_ci(g["best_test_acc"])
+    for (experiment, variant), trials_of_variant in trial_summary(frame).groupby(["experiment", "variant"], sort=False):
+        final = mean_ci(trials_of_variant["final_test_acc"])
+        best = mean_ci(trials_of_variant["best_test_acc"])
         rows.append(
             {
                 "experiment": experiment,
                 "variant": variant,
-                "trials": len(g),
-                "seeds": g["config_seed"].nunique(),
+                "trials": len(trials_of_variant),
+                "seeds": trials_of_variant["config_seed"].nunique(),
                 "final_test_acc": final[0],
                 "final_std": final[1],
                 "final_ci_low": final[2],
@@ -63,12 +63,12 @@ def per_variant(frame: pd.DataFrame) -> pd.DataFrame:
                 "best_std": best[1],
                 "best_ci_low": best[2],
                 "best_ci_high": best[3],
-                "epochs_run": g["epochs_run"].mean(),
-                "stopped_early": g["stopped_early"].mean(),
-                "diverged": int(g["diverged"].sum()),
-                "train_time_s": g["time_total_s"].mean(),
-                "images_per_s": g["images_per_s"].mean(),
-                "train_test_gap": g["gap"].mean(),
+                "epochs_run": trials_of_variant["epochs_run"].mean(),
+                "stopped_early": trials_of_variant["stopped_early"].mean(),
+                "diverged": int(trials_of_variant["diverged"].sum()),
+                "train_time_s": trials_of_variant["time_total_s"].mean(),
+                "images_per_s": trials_of_variant["images_per_s"].mean(),
+                "train_test_gap": trials_of_variant["gap"].mean(),
             }
         )
     return pd.DataFrame(rows)
@@ -84,26 +84,30 @@ def effects(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     trials = trial_summary(frame)
     columns = ["experiment", "variant", "baseline", "at_epoch", "n", "n_baseline", "effect", "p_value", "verdict"]
     rows = []
-    for experiment, g in trials.groupby("experiment", sort=False):
-        f = frame[frame["experiment"] == experiment]
-        baseline = g["baseline"].dropna().iloc[0] if g["baseline"].notna().any() else g["variant"].iloc[0]
-        base_trials = g[g["variant"] == baseline]
-        for variant, v in g.groupby("variant", sort=False):
+    for experiment, trials_of_experiment in trials.groupby("experiment", sort=False):
+        epoch_rows = frame[frame["experiment"] == experiment]
+        baseline = (
+            trials_of_experiment["baseline"].dropna().iloc[0]
+            if trials_of_experiment["baseline"].notna().any()
+            else trials_of_experiment["variant"].iloc[0]
+        )
+        base_trials = trials_of_experiment[trials_of_experiment["variant"] == baseline]
+        for variant, variant_trials in trials_of_experiment.groupby("variant", sort=False):
             if variant == baseline or base_trials.empty:
                 continue
-            epoch = int(min(v["epochs_run"].min(), base_trials["epochs_run"].min()))
-            at = f[f["epoch"] == epoch].set_index("trial_id")["test_acc"]
-            x = at.reindex(v["trial_id"]).dropna()
+            epoch = int(min(variant_trials["epochs_run"].min(), base_trials["epochs_run"].min()))
+            at = epoch_rows[epoch_rows["epoch"] == epoch].set_index("trial_id")["test_acc"]
+            values = at.reindex(variant_trials["trial_id"]).dropna()
             base = at.reindex(base_trials["trial_id"]).dropna()
-            diff = x.mean() - base.mean() if len(x) and len(base) else math.nan
-            if len(x) < 2 or len(base) < 2:
-                p, verdict = math.nan, f"too few seeds to tell ({len(x)} vs {len(base)}; need >= 2 each)"
-            elif x.max() == x.min() and base.max() == base.min():  # no spread: a t-test is undefined
-                p = math.nan
+            diff = values.mean() - base.mean() if len(values) and len(base) else math.nan
+            if len(values) < 2 or len(base) < 2:
+                p_value, verdict = math.nan, f"too few seeds to tell ({len(values)} vs {len(base)}; need >= 2 each)"
+            elif values.max() == values.min() and base.max() == base.min():  # no spread: a t-test is undefined
+                p_value = math.nan
                 verdict = "identical" if diff == 0 else f"{'better' if diff > 0 else 'worse'} (no spread across seeds)"
             else:
-                p = float(stats.ttest_ind(x, base, equal_var=False).pvalue)
-                if p < alpha:
+                p_value = float(stats.ttest_ind(values, base, equal_var=False).pvalue)
+                if p_value < alpha:
                     verdict = f"{'better' if diff > 0 else 'worse'} (p < {alpha})"
                 else:
                     verdict = f"no clear effect (p >= {alpha})"
@@ -111,7 +115,7 @@ def effects(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                 dict(
                     zip(
                         columns,
-                        [experiment, variant, baseline, epoch, len(x), len(base), diff, p, verdict],
+                        [experiment, variant, baseline, epoch, len(values), len(base), diff, p_value, verdict],
                         strict=True,
                     )
                 )
@@ -174,24 +178,24 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
     """Table 4: trial-epochs spent, wall time, and the epochs ASHA saved against running all to max_t."""
     trials = trial_summary(frame)
     rows = []
-    for experiment, g in trials.groupby("experiment", sort=False):
-        f = frame[frame["experiment"] == experiment]
-        start = (f["timestamp"] - f["time_total_s"]).min()  # first trial's start, in epoch seconds
-        planned = int(np.minimum(g["config_epochs"], g["max_t"]).sum())
-        spent = int(g["epochs_run"].sum())
+    for experiment, trials_of_experiment in trials.groupby("experiment", sort=False):
+        epoch_rows = frame[frame["experiment"] == experiment]
+        start = (epoch_rows["timestamp"] - epoch_rows["time_total_s"]).min()  # first trial's start, in epoch seconds
+        planned = int(np.minimum(trials_of_experiment["config_epochs"], trials_of_experiment["max_t"]).sum())
+        spent = int(trials_of_experiment["epochs_run"].sum())
         rows.append(
             {
                 "experiment": experiment,
-                "trials": len(g),
-                "nodes": f["node_id"].nunique() if "node_id" in f else 1,
+                "trials": len(trials_of_experiment),
+                "nodes": epoch_rows["node_id"].nunique() if "node_id" in epoch_rows else 1,
                 "trial_epochs": spent,
                 "planned_epochs": planned,
                 "asha_saved_epochs": planned - spent,
                 "saved_share": (planned - spent) / planned if planned else math.nan,
-                "stopped_early": int(g["stopped_early"].sum()),
-                "diverged": int(g["diverged"].sum()),
-                "wall_time_s": float(f["timestamp"].max() - start),
-                "trial_time_s": float(g["time_total_s"].sum()),
+                "stopped_early": int(trials_of_experiment["stopped_early"].sum()),
+                "diverged": int(trials_of_experiment["diverged"].sum()),
+                "wall_time_s": float(epoch_rows["timestamp"].max() - start),
+                "trial_time_s": float(trials_of_experiment["time_total_s"].sum()),
             }
         )
     return pd.DataFrame(rows)

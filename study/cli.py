@@ -1,6 +1,7 @@
 """`study`: run, resume, validate and analyze hyperparameter studies of the report's models.
 
-Exit codes: 0 success; 1 the study ran but some trials failed; 2 bad input (one line on stderr).
+Exit codes: 0 success; 1 the study ran but some trials failed; 2 bad input (one line on stderr);
+130 and 143 stopped by SIGINT and SIGTERM (state saved; `study resume` continues).
 """
 
 from __future__ import annotations

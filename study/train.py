@@ -44,8 +44,8 @@ def make_optimizer(cfg: TrialConfig, params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-class Precision:
-    """How batches enter the model: autocast dtype and memory format."""
+class ComputeFormat:
+    """Where and in what format a model computes: its device, autocast dtype and memory layout."""
 
     def __init__(self, device: torch.device, dtype: torch.dtype | None, channels_last: bool) -> None:
         self.device, self.dtype, self.channels_last = device, dtype, channels_last
@@ -59,42 +59,50 @@ class Precision:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+class RunningTotals:
+    """Loss and correct predictions summed on the device: one host sync per epoch, not per batch."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.seen = 0
+
+    def add(self, loss_sum: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss_sum += loss_sum.detach()
+        self.correct += (logits.argmax(1) == labels).sum()
+        self.seen += len(labels)
+
+    def means(self, split: str) -> dict[str, float]:
+        return {f"{split}_loss": self.loss_sum.item() / self.seen, f"{split}_acc": self.correct.item() / self.seen}
+
+
 def train_one_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, loader: BatchLoader, precision: Precision
+    model: nn.Module, optimizer: torch.optim.Optimizer, loader: BatchLoader, compute: ComputeFormat
 ) -> dict[str, float]:
     """One pass over `loader`. Returns mean train_loss and train_acc over the images seen."""
     model.train()
-    # Sums stay on the device; one host sync at the end, not one per batch.
-    loss_sum = torch.zeros((), device=precision.device)
-    correct = torch.zeros((), device=precision.device, dtype=torch.long)
-    seen = 0
+    totals = RunningTotals(compute.device)
     for x, y in loader:
-        with precision.autocast():
-            logits = model(precision.prepare(x))  # (B, classes)
+        with compute.autocast():
+            logits = model(compute.prepare(x))  # (B, classes)
             loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-    return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen, "train_images": seen}
+        totals.add(loss * len(y), logits, y)
+    return {**totals.means("train"), "train_images": totals.seen}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: BatchLoader, compute: ComputeFormat) -> dict[str, float]:
     """Mean test_loss and test_acc over every image in `loader` (no augmentation)."""
     model.eval()
-    loss_sum = torch.zeros((), device=precision.device)
-    correct = torch.zeros((), device=precision.device, dtype=torch.long)
-    seen = 0
+    totals = RunningTotals(compute.device)
     for x, y in loader:
-        with precision.autocast():
-            logits = model(precision.prepare(x))
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-    return {"test_loss": loss_sum.item() / seen, "test_acc": correct.item() / seen}
+        with compute.autocast():
+            logits = model(compute.prepare(x))  # (B, classes)
+        totals.add(F.cross_entropy(logits.float(), y, reduction="sum"), logits, y)
+    return totals.means("test")
 
 
 class Trainer:
@@ -114,7 +122,7 @@ class Trainer:
         self.model = model.to(self.device, memory_format=memory_format)
         self.forward_model = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = make_optimizer(cfg, self.model.parameters())
-        self.precision = Precision(self.device, autocast_dtype(cfg, self.device), channels_last)
+        self.compute = ComputeFormat(self.device, autocast_dtype(cfg, self.device), channels_last)
         # The dataset moves to the device once; batches are index slices of it from here on.
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.train_loader = BatchLoader(
@@ -136,9 +144,9 @@ class Trainer:
     def run_epoch(self) -> dict[str, Any]:
         """Train one epoch, then evaluate. Returns the metrics a trial reports for this epoch."""
         start = time.perf_counter()
-        train = train_one_epoch(self.forward_model, self.optimizer, self.train_loader, self.precision)
+        train = train_one_epoch(self.forward_model, self.optimizer, self.train_loader, self.compute)
         train_time = time.perf_counter() - start
-        test = evaluate(self.forward_model, self.test_loader, self.precision)
+        test = evaluate(self.forward_model, self.test_loader, self.compute)
         self.epoch += 1
         diverged = not (math.isfinite(train["train_loss"]) and math.isfinite(test["test_loss"]))
         return {

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from study.analysis import against_report, compute, effects, mean_ci, per_variant
-from study.analysis.report import load_reference
+from study.analysis.summary import load_reference
 
 
 def tidy(
@@ -149,6 +149,6 @@ def test_the_analysis_imports_no_ray():
     import subprocess
     import sys
 
-    code = "import sys, study.analysis, study.analysis.report; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
+    code = "import sys, study.analysis, study.analysis.summary; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out

@@ -210,11 +210,11 @@ def test_cluster_yaml_matches_rays_schema_and_asks_for_gpus():
 def test_cluster_yaml_comments_every_key():
     with open(os.path.join(ROOT, "cluster.yaml")) as f:
         lines = f.read().splitlines()
-    keys = [
+    is_key = [bool(re.match(r"^\s*-?\s*[A-Za-z_\"~.][^:#]*:(\s|$)", line)) for line in lines]
+    # Every key, a block's opening key too, has its comment on its own line or on the line above.
+    bare = [
         line
-        for line in lines
-        if re.match(r"^\s*[A-Za-z_\"~.][^:#]*:(\s|$)", line) and not line.lstrip().startswith("#")
+        for i, line in enumerate(lines)
+        if is_key[i] and "#" not in line and not (i and lines[i - 1].lstrip().startswith("#"))
     ]
-    bare = [line for line in keys if "#" not in line and not line.rstrip().endswith(":")]
-    # A key that opens a block may carry its comment on the block's first line instead.
     assert not bare, f"keys without a comment: {bare}"

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from study.data import AUGMENTATIONS, BatchLoader, augment, load_dataset
+from study.data import AUGMENTATIONS, DATASETS, BatchLoader, augment, load_dataset
 from study.data.augment import crop_at, flip_where
 from study.errors import StudyError
 
@@ -135,3 +135,34 @@ def test_channel_stats_in_chunks_match_the_direct_formula():
     direct = x.float().div(255).transpose(0, 1).reshape(3, -1)
     assert mean == pytest.approx(direct.mean(1).tolist(), abs=1e-6)
     assert std == pytest.approx(direct.std(1).tolist(), abs=1e-6)
+
+
+def make_imagefolder(root) -> str:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls, color in (("cat", (255, 0, 0)), ("dog", (0, 0, 255))):
+            (root / split / cls).mkdir(parents=True)
+            Image.new("RGB", (40, 40), color).save(root / split / cls / "0.png")
+    return str(root)
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_registered_dataset_loads_uint8_images_or_says_why_not(name, tmp_path, monkeypatch):
+    """Each dataset of the registry, the way a trial loads it; a new one must be added here."""
+    if name in ("cifar10", "cifar100"):  # no network here: the offline error, which names the way out
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        from tests.conftest import UNREACHABLE
+
+        for cls in (CIFAR10, CIFAR100):
+            monkeypatch.setattr(cls, "url", f"{UNREACHABLE}/x.tar.gz")
+        with pytest.raises(StudyError, match=f"dataset {name}: not found in"):
+            load_dataset.__wrapped__(name, str(tmp_path))
+        return
+    data_dir = {"imagefolder": lambda: make_imagefolder(tmp_path), "digits": str, "synthetic": str}[name]()
+    data = load_dataset.__wrapped__(name, data_dir or str(tmp_path))
+    for x, y in ((data.train_x, data.train_y), (data.test_x, data.test_y)):
+        assert x.dtype == torch.uint8 and x.shape[1:] == (3, 32, 32) and len(x) == len(y) > 0
+        assert y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) < data.num_classes
+    assert data.num_classes >= 2 and len(data.mean) == len(data.std) == 3

@@ -157,3 +157,27 @@ def test_random_search_seed_draws_the_same_samples(write_yaml):
         search.add_configurations({"run": {"run": "x", "config": param_space(spec), "num_samples": 4}})
         draws.append([search.next_trial().config["lr"] for _ in range(4)])
     assert draws[0] == draws[1] and len(set(draws[0])) == 4
+
+
+def test_parameter_counts_in_comments_are_true():
+    """A comment like "# 172M parameters" beside a variant must match the model the file builds."""
+    import re
+
+    from study.models import create_model
+
+    root = os.path.join(os.path.dirname(__file__), "..", "search_spaces")
+    checked = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            spec = load_spec(path)
+            for line in open(path):
+                claim = re.search(r"^\s+([\w.+-]+):.*#\s*(\d+)M parameters", line)
+                if not claim or claim.group(1) not in spec.variants:
+                    continue
+                index = list(spec.variants).index(claim.group(1))
+                cfg = spec.trial_configs()[index]
+                model = create_model(cfg.model, 100, **cfg.model_kwargs())  # CIFAR-100: 100 classes
+                assert round(sum(p.numel() for p in model.parameters()) / 1e6) == int(claim.group(2)), line
+                checked += 1
+    assert checked >= 1

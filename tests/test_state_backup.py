@@ -31,7 +31,8 @@ def test_a_state_cut_short_is_restored_from_the_last_readable_copy(tmp_path):
     assert json.loads(open(state).read()) == {"n": 2}
     assert json.loads((tmp_path / "search_gen_state-2026.json").read_text()) == {"generated": 2}
     assert repair_state(str(tmp_path)) is False  # nothing left to repair
-    assert sorted(os.listdir(tmp_path / BACKUP_DIR)) == ["experiment_state-2026.json", "search_gen_state-2026.json"]
+    backed_up = sorted(os.listdir(tmp_path / BACKUP_DIR))
+    assert backed_up == [".study-signature.json", "experiment_state-2026.json", "search_gen_state-2026.json"]
 
 
 def test_a_state_cut_short_without_a_copy_is_a_clear_error(tmp_path):

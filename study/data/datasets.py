@@ -23,7 +23,6 @@ OFFLINE_DATASETS = "digits (embedded), synthetic, imagefolder"
 class ImageData:
     """A train/test split held as uint8 image tensors, with per-channel stats of the train split."""
 
-    name: str
     train_x: torch.Tensor  # (N, 3, 32, 32) uint8
     train_y: torch.Tensor  # (N,) int64
     test_x: torch.Tensor  # (M, 3, 32, 32) uint8
@@ -58,9 +57,10 @@ def channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float,
     return tuple((mean / 255).tolist()), tuple((std / 255).clamp_min(1e-3).tolist())
 
 
-def make(name: str, train_x, train_y, test_x, test_y, classes) -> ImageData:
+def image_data(train_x, train_y, test_x, test_y, classes) -> ImageData:
+    """An ImageData with the train split's channel stats and int64 labels."""
     mean, std = channel_stats(train_x)
-    return ImageData(name, train_x, train_y.long(), test_x, test_y.long(), tuple(classes), mean, std)
+    return ImageData(train_x, train_y.long(), test_x, test_y.long(), tuple(classes), mean, std)
 
 
 def subset(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +83,7 @@ def load_dataset(name: str, data_dir: str = "~/.cache/cifar-study", num_train: i
     test_x, test_y = subset(data.test_x, data.test_y, num_test)
     if len(train_y) == len(data.train_y) and len(test_y) == len(data.test_y):
         return data
-    return make(name, train_x, train_y, test_x, test_y, data.classes)
+    return image_data(train_x, train_y, test_x, test_y, data.classes)
 
 
 # --- torchvision CIFAR -------------------------------------------------------------------
@@ -113,7 +113,7 @@ def load_cifar(name: str, data_dir: str) -> ImageData:
         x = torch.from_numpy(split.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW uint8
         return x, torch.tensor(split.targets)
 
-    return make(name, *to_tensor(train), *to_tensor(test), train.classes)
+    return image_data(*to_tensor(train), *to_tensor(test), train.classes)
 
 
 @DATASETS.register("cifar100")
@@ -148,7 +148,7 @@ def digits(**_: object) -> ImageData:
     )
     train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
     classes = [str(c) for c in bunch.target_names]
-    return make("digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], classes)
+    return image_data(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], classes)
 
 
 def synthetic_images(n: int, num_classes: int, seed: int, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,7 +177,7 @@ def synthetic(*, num_train: int = 0, num_test: int = 0, **_: object) -> ImageDat
     n_train, n_test = num_train or 2048, num_test or 512
     train_x, train_y = synthetic_images(n_train, 10, seed=0)
     test_x, test_y = synthetic_images(n_test, 10, seed=1)
-    return make("synthetic", train_x, train_y, test_x, test_y, [f"class{i}" for i in range(10)])
+    return image_data(train_x, train_y, test_x, test_y, [f"class{i}" for i in range(10)])
 
 
 def load_image(folder, index: int) -> torch.Tensor:
@@ -211,4 +211,4 @@ def imagefolder(*, data_dir: str, **_: object) -> ImageData:
         splits[split] = (images, torch.tensor(folder.targets), folder.classes)
     if splits["train"][2] != splits["test"][2]:
         raise StudyError(f"dataset imagefolder: {data_dir}: train and test have different class folders")
-    return make("imagefolder", *splits["train"][:2], *splits["test"][:2], splits["train"][2])
+    return image_data(*splits["train"][:2], *splits["test"][:2], splits["train"][2])
