@@ -71,7 +71,9 @@ def load_experiment(path: str) -> pd.DataFrame:
         status = state.get("status") or (
             "ERROR" if storage.is_file(storage.join(trial_dir, "error.txt")) else "UNKNOWN"
         )
-        frames.append(trial_frame(trial_id, status, config, results, path, params))
+        frame = trial_frame(trial_id, status, config, results, path, params)
+        frame["trial_dir"] = name  # the trial's folder in the experiment, for export
+        frames.append(frame)
     if not frames:
         raise StudyError(f"{path}: experiment has no trial results yet")
     # Variants in the order the file lists them, then trials in the order Tune created them.

@@ -68,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR", help="local folders or URIs (s3://...)")
     analyze.add_argument("--out", help="where tables and plots go (default EXPERIMENT_DIR/analysis)")
 
+    export = sub.add_parser("export", help="write one trial's trained model to a file (best trial by default)")
+    export.add_argument("experiment", metavar="EXPERIMENT_DIR")
+    export.add_argument("--trial", metavar="NAME", help="a trial folder name, e.g. cnn64-s1-00005 (default: the best)")
+    export.add_argument("--out", required=True, help="the model file to write, e.g. model.pt")
+
+    predict = sub.add_parser("predict", help="classify image files with an exported model")
+    predict.add_argument("model", metavar="MODEL", help="a file written by `study export`")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size; resized to 32x32)")
+    predict.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
+
     sub.add_parser("models", help="list the model registry")
     sub.add_parser("datasets", help="list the dataset registry")
     return parser
@@ -190,6 +200,31 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from study import run
+
+    done = run.export_best(args.experiment, args.trial, args.out)
+    print(
+        f"exported {done['trial']} (epoch {done['epoch']:g}, {done['metric']} {done.get(done['metric'], float('nan')):.4f}) "
+        f"-> {args.out}"
+    )
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from study.export import classify, load_model, read_images
+
+    if args.top < 1:
+        raise StudyError(f"--top: expected an integer >= 1, got {args.top}")
+    model, info = load_model(args.model)
+    probs = classify(model, info, read_images(args.images))
+    top = probs.topk(min(args.top, probs.shape[1]), dim=1)
+    for path, values, indices in zip(args.images, top.values.tolist(), top.indices.tolist(), strict=True):
+        ranked = ", ".join(f"{info['classes'][i]} {p:.3f}" for p, i in zip(values, indices, strict=True))
+        print(f"{path}: {ranked}")
+    return EXIT_OK
+
+
 def cmd_list(registry) -> int:
     """Each entry with its options and the defaults a run uses (TrialConfig's, the one source)."""
     from study.config import TrialConfig
@@ -214,7 +249,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from study.data import DATASETS
 
             return cmd_list(DATASETS)
-        handler = {"run": cmd_run, "resume": cmd_resume, "validate": cmd_validate, "analyze": cmd_analyze}
+        handler = {
+            "run": cmd_run,
+            "resume": cmd_resume,
+            "validate": cmd_validate,
+            "analyze": cmd_analyze,
+            "export": cmd_export,
+            "predict": cmd_predict,
+        }
         return handler[args.command](args)
     except StudyError as exc:
         print(f"study: error: {exc}", file=sys.stderr)

@@ -310,3 +310,33 @@ def stop_signals() -> Iterator[list[int]]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def export_best(experiment: str, trial: str | None, out: str) -> dict[str, Any]:
+    """Export one trial's newest checkpoint: `trial` (its folder name), else the best trial by the
+    file's metric and mode at each trial's last epoch (what Tune's get_best_result does)."""
+    from study.analysis.load import load_experiment
+    from study.export import export_checkpoint, newest_checkpoint
+
+    path = storage.normalize(experiment)
+    if not storage.exists(path):
+        raise StudyError(f"{experiment}: no such experiment folder")
+    spec = read_spec(path)
+    frame = load_experiment(path)
+    last = frame.sort_values("epoch").groupby("trial_dir").tail(1)
+    if trial is not None:
+        check_field(StudySpec, "name", trial, "--trial: ")
+        chosen = last[last["trial_dir"] == trial]
+        if chosen.empty:
+            raise StudyError(
+                f"--trial {trial}: no such trial in {path}; trials: {', '.join(sorted(last['trial_dir']))}"
+            )
+    else:
+        chosen = last.dropna(subset=[spec.metric]).sort_values(spec.metric, ascending=spec.mode == "min").head(1)
+        if chosen.empty:
+            raise StudyError(f"{path}: no trial reported {spec.metric}; nothing to export")
+    row = chosen.iloc[0]
+    metrics = {k: float(row[k]) for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc") if k in row}
+    source = storage.join(path, row["trial_dir"])
+    export_checkpoint(newest_checkpoint(source), out, metrics, source)
+    return {"trial": row["trial_dir"], "metric": spec.metric, **metrics}

@@ -140,6 +140,19 @@ class Trainer:
             data.test_x.to(self.device), data.test_y.to(self.device), cfg.eval_batch_size, data.mean, data.std
         )
         self.epoch = 0  # epochs completed
+        # Plain types only, so the checkpoint stays loadable with weights_only=True.
+        self.inference = {
+            "model": cfg.model,
+            "model_kwargs": {
+                **cfg.model_kwargs(),
+                **({"pretrained": False} if "pretrained" in cfg.model_kwargs() else {}),
+            },
+            "num_classes": data.num_classes,
+            "classes": list(data.classes),
+            "mean": list(data.mean),  # per channel, pixels in [0, 1]
+            "std": list(data.std),
+            "config": cfg.to_dict(),
+        }
 
     def run_epoch(self) -> dict[str, Any]:
         """Train one epoch, then evaluate. Returns the metrics a trial reports for this epoch."""
@@ -165,6 +178,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "inference": self.inference,  # what `study export` / `study predict` need, no dataset
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
