@@ -19,6 +19,8 @@ METRIC_COLUMNS = [
     "epoch",
     "train_loss",
     "train_acc",
+    "train_eval_loss",
+    "train_eval_acc",
     "test_loss",
     "test_acc",
     "epoch_time_s",
@@ -137,9 +139,53 @@ def load_environment(path: str) -> dict | None:
     return env if isinstance(env, dict) else None
 
 
-def load_experiments(paths: Iterable[str]) -> pd.DataFrame:
-    frame = pd.concat([load_experiment(p) for p in paths], ignore_index=True)
-    return label_variants(frame)
+def load_experiments(paths: Iterable[str], pool: bool = False) -> pd.DataFrame:
+    """Several experiment folders in one frame, each kept apart unless `pool` is asked for.
+
+    Folders that share an experiment name are different runs: by default each is named by its
+    folder. With `pool`, runs of one name are pooled as more seeds of one study, which they
+    are only when every config field but the seed matches; otherwise this says what differs.
+    """
+    frames = [load_experiment(p) for p in paths]
+    by_name: dict[str, list[pd.DataFrame]] = {}
+    for frame in frames:
+        by_name.setdefault(frame["experiment"].iloc[0], []).append(frame)
+    for name, runs in by_name.items():
+        if len(runs) < 2:
+            continue
+        if pool:
+            check_poolable(name, runs)
+        else:
+            for frame in runs:
+                frame["experiment"] = storage.basename(frame["experiment_path"].iloc[0])
+    return label_variants(pd.concat(frames, ignore_index=True))
+
+
+def check_poolable(name: str, runs: list[pd.DataFrame]) -> None:
+    """Runs pool only when each variant's config, seed aside, is the same in every run."""
+    fields = [c for c in runs[0] if c.startswith("config_") and c != "config_seed"]
+
+    def settings(frame: pd.DataFrame) -> dict[str, dict[str, str]]:
+        out = {}
+        for variant, group in frame.groupby(frame["variant"].fillna("all")):
+            out[str(variant)] = {c[len("config_") :]: "/".join(sorted({str(v) for v in group[c]})) for c in fields}
+        return out
+
+    first = settings(runs[0])
+    for frame in runs[1:]:
+        other = settings(frame)
+        for variant in sorted(set(first) | set(other)):
+            a, b = first.get(variant), other.get(variant)
+            if a is None or b is None:
+                raise StudyError(
+                    f"--pool: {name}: variant {variant} is in one run only; these runs are different studies"
+                )
+            differ = [f"{k} {a[k]} vs {b[k]}" for k in a if a[k] != b.get(k)]
+            if differ:
+                paths = f"{runs[0]['experiment_path'].iloc[0]} and {frame['experiment_path'].iloc[0]}"
+                raise StudyError(
+                    f"--pool: {paths} differ in {', '.join(differ)} (variant {variant}); they cannot be pooled"
+                )
 
 
 def label_variants(frame: pd.DataFrame) -> pd.DataFrame:
@@ -152,10 +198,10 @@ def label_variants(frame: pd.DataFrame) -> pd.DataFrame:
         if group["variant"].notna().all():
             continue
         config_cols = [c for c in group if c.startswith("config_") and c != "config_seed"]
-        varying = [c for c in config_cols if group[c].astype(str).nunique() > 1]
+        varying = [c for c in config_cols if group[c].map(str).nunique() > 1]  # None counts as a value
         labels = (
             group[varying]
-            .astype(str)
+            .map(str)
             .apply(lambda row: ",".join(f"{c[len('config_') :]}={v}" for c, v in row.items()) or "all", axis=1)
             if varying
             else pd.Series("all", index=group.index)

@@ -1,7 +1,8 @@
-"""Learning curves: test_acc and train_loss against epoch, a line per variant, a band over seeds."""
+"""Learning curves: test accuracy (%), test loss and train loss against epoch; a line per variant, a band over seeds."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 
@@ -22,28 +23,39 @@ def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
-    f = frame[frame["experiment"] == experiment]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for (variant, g), color in zip(f.groupby("variant", sort=False), plt.cm.tab10.colors * 10, strict=False):
-        by_epoch = g.groupby("epoch")
-        for ax, metric in zip(axes, ("test_acc", "train_loss"), strict=True):
-            curve = by_epoch[metric].agg(["mean", "min", "max", "count"])
+    rows = frame[frame["experiment"] == experiment]
+    panels = (  # (metric, title, scale: accuracy in % as in the tables, losses on a log axis)
+        ("test_acc", "test accuracy (%)", 100.0),
+        ("test_loss", "test loss", None),
+        ("train_loss", "train loss", None),
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 4.2))
+    styles = itertools.cycle(itertools.product(("-", "--", ":", "-."), ("o", "s", "^", "D", "v")))
+    colors = itertools.cycle(plt.cm.tab10.colors)
+    for variant, trials in rows.groupby("variant", sort=False):
+        # Line style and marker differ too, so curves that lie on top of each other stay visible.
+        (linestyle, marker), color = next(styles), next(colors)
+        by_epoch = trials.groupby("epoch")
+        for ax, (metric, _, scale) in zip(axes, panels, strict=True):
+            curve = by_epoch[metric].agg(["mean", "min", "max"]) * (scale or 1.0)
             ax.plot(
                 curve.index,
                 curve["mean"],
                 color=color,
-                marker="o",
-                ms=3,
-                label=f"{variant} ({g['trial_id'].nunique()} trials)",
+                linestyle=linestyle,
+                marker=marker,
+                ms=4,
+                label=f"{variant} ({trials['trial_id'].nunique()} trials)",
             )
-            ax.fill_between(curve.index, curve["min"], curve["max"], color=color, alpha=0.2, lw=0)
-    axes[0].set(xlabel="epoch", ylabel="test accuracy", title=f"{experiment}: test accuracy")
-    axes[1].set(xlabel="epoch", ylabel="train loss", title=f"{experiment}: train loss", yscale="log")
-    for ax in axes:
+            ax.fill_between(curve.index, curve["min"], curve["max"], color=color, alpha=0.15, lw=0)
+    for ax, (_, title, scale) in zip(axes, panels, strict=True):
+        ax.set(xlabel="epoch", ylabel=title, title=f"{experiment}: {title}")
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    axes[1].yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.5, 1, 2 rather than 2x10^0
-    axes[1].yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        if scale is None:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.5, 1, 2 rather than 2x10^0
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     axes[0].legend(fontsize=8, title="mean over the trials at each epoch;\nband = their range", title_fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -60,7 +60,7 @@ def display_per_variant(t: pd.DataFrame) -> pd.DataFrame:
     out["diverged"] = t["diverged"]
     out["train s"] = t["train_time_s"].map("{:.1f}".format)
     out["images/s"] = t["images_per_s"].map("{:.0f}".format)
-    out["train-test gap"] = t["train_test_gap"].map("{:+.3f}".format)
+    out["train-test gap"] = t["train_test_gap"].map(lambda gap: "" if math.isnan(gap) else f"{gap:+.3f}")
     return out
 
 
@@ -75,9 +75,11 @@ def write_table(df: pd.DataFrame, out: str, name: str, title: str, display: pd.D
     return markdown
 
 
-def summarize_experiments(paths: Sequence[str], out: str | None = None, plots: bool = True) -> dict[str, pd.DataFrame]:
+def summarize_experiments(
+    paths: Sequence[str], out: str | None = None, plots: bool = True, pool: bool = False
+) -> dict[str, pd.DataFrame]:
     """Build, write and print every table (and plot) for the experiments at `paths`."""
-    frame = load_experiments(paths)
+    frame = load_experiments(paths, pool=pool)
     out = out or default_out(paths)
     reference = load_reference()
     ran = set(frame["experiment"])
@@ -90,7 +92,8 @@ def summarize_experiments(paths: Sequence[str], out: str | None = None, plots: b
     }
     titles = {
         "per_variant": "1. Per variant (mean ± std over seeds, [95% CI])",
-        "effects": "2. Ablation effects on test_acc at the last epoch both sides reached (Welch t-test over seeds)",
+        "effects": "2. Ablation effects on test_acc at the last epoch both sides reached "
+        "(Welch t-test over seeds; Holm-adjusted over each experiment's variants)",
         "against_report": "3. Against the report",
         "compute": "4. Compute, and what ASHA saved",
         "best_trials": "Best trials",

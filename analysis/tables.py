@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,11 @@ def trial_summary(frame: pd.DataFrame) -> pd.DataFrame:
     out["diverged"] = out["diverged"].astype(bool)
     finished = out["status"].isin(["TERMINATED"])
     out["stopped_early"] = finished & ~out["diverged"] & (out["epochs_run"] < out["config_epochs"])
-    out["gap"] = out["train_acc"] - out["final_test_acc"]  # overfitting signal at the last epoch
+    # Overfitting at the last epoch: train accuracy in eval mode without augmentation (a fixed
+    # train subset, measured as the test split is) minus test accuracy. Runs from before that
+    # metric existed get NaN rather than the running, augmented train_acc, which misleads.
+    eval_acc = out["train_eval_acc"] if "train_eval_acc" in out else pd.Series(np.nan, index=out.index)
+    out["gap"] = eval_acc - out["final_test_acc"]
     return out
 
 
@@ -120,7 +125,31 @@ def effects(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                     )
                 )
             )
-    return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns)
+    return holm_verdicts(table, alpha)
+
+
+def holm(p_values: pd.Series) -> pd.Series:
+    """Holm's step-down adjustment: controls the chance of any false "better/worse" in a family."""
+    p = p_values.dropna().sort_values()
+    m = len(p)
+    adjusted = (p * (m - np.arange(m))).cummax().clip(upper=1.0)
+    return adjusted.reindex(p_values.index)
+
+
+def holm_verdicts(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Add p_holm per experiment (its variants against the baseline are one family); verdicts use it."""
+    table = table.copy()
+    table.insert(table.columns.get_loc("p_value") + 1, "p_holm", np.nan)
+    for _, group in table.groupby("experiment", sort=False):
+        table.loc[group.index, "p_holm"] = holm(group["p_value"])
+    for i, row in table.iterrows():
+        if not math.isnan(row["p_holm"]):
+            direction = "better" if row["effect"] > 0 else "worse"
+            table.at[i, "verdict"] = (
+                f"{direction} (Holm p < {alpha})" if row["p_holm"] < alpha else f"no clear effect (Holm p >= {alpha})"
+            )
+    return table
 
 
 def measured_values(trials: pd.DataFrame, frame: pd.DataFrame, metric: str, epoch: float) -> pd.Series:
@@ -131,11 +160,37 @@ def measured_values(trials: pd.DataFrame, frame: pd.DataFrame, metric: str, epoc
     return at.set_index("trial_id")[metric].reindex(trials["trial_id"]).dropna()
 
 
+def not_comparable(trials: pd.DataFrame, ref: Any) -> str:
+    """What sets our trials apart from the report's setting ("dataset digits, report cifar100"), or ""."""
+    if trials.empty:
+        return ""
+    wanted = {"dataset": ref.dataset} if isinstance(getattr(ref, "dataset", None), str) else {}
+    fields = getattr(ref, "fields", None)
+    for item in fields.split(";") if isinstance(fields, str) else []:
+        key, _, value = item.partition("=")
+        wanted[key] = value
+    differ = []
+    for key, value in wanted.items():
+        ours = sorted({str(v).lower() for v in trials[f"config_{key}"]}) if f"config_{key}" in trials else ["?"]
+        if ours != [str(value).lower()] and not _same_number(ours, value):
+            differ.append(f"{key} {'/'.join(ours)}, report {value}")
+    return "; ".join(differ)
+
+
+def _same_number(ours: list[str], value: str) -> bool:
+    try:
+        return len(ours) == 1 and float(ours[0]) == float(value)
+    except ValueError:
+        return False
+
+
 def against_report(frame: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """Table 3: every figure the report states beside our mean and CI, with a verdict.
 
     reproduced: the CI (or the single value) meets the report's rounding interval;
-    higher / lower: it lies wholly above / below; not run: no trial of that variant reached it.
+    higher / lower: it lies wholly above / below; not run: no trial of that variant reached it;
+    not comparable: our trials differ from the report's setting (dataset, or a field that
+    reference.csv names), so no verdict is given.
     """
     trials = trial_summary(frame)
     rows = []
@@ -146,7 +201,10 @@ def against_report(frame: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
         values = measured_values(trials[mask], sub, ref.metric, ref.epoch) if len(ids) else pd.Series(dtype=float)
         mean, std, low, high = mean_ci(values)
         tol = ROUNDING if "acc" in ref.metric else 0.0005  # losses are printed to 3 decimals
-        if len(values) == 0:
+        mismatch = not_comparable(trials[mask], ref)
+        if mismatch:
+            verdict = f"not comparable ({mismatch})"
+        elif len(values) == 0:
             verdict = "not run"
         else:
             lo, hi = (low, high) if len(values) >= 2 else (mean, mean)

@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="tables and learning curves of finished or running experiments")
     analyze.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR", help="local folders or URIs (s3://...)")
     analyze.add_argument("--out", help="where tables and plots go (default EXPERIMENT_DIR/analysis)")
+    analyze.add_argument(
+        "--pool",
+        action="store_true",
+        help="pool runs of the same experiment as more seeds (only if their configs match but for the seed)",
+    )
 
     export = sub.add_parser("export", help="write one trial's trained model to a file (best trial by default)")
     export.add_argument("experiment", metavar="EXPERIMENT_DIR")
@@ -196,7 +201,7 @@ def stopped(outcome) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from study.analysis import summarize_experiments
 
-    summarize_experiments(args.experiments, out=args.out, plots=True)
+    summarize_experiments(args.experiments, out=args.out, plots=True, pool=args.pool)
     return EXIT_OK
 
 

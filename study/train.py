@@ -94,15 +94,23 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, compute: ComputeFormat) -> dict[str, float]:
-    """Mean test_loss and test_acc over every image in `loader` (no augmentation)."""
+def evaluate(model: nn.Module, loader: BatchLoader, compute: ComputeFormat, split: str = "test") -> dict[str, float]:
+    """Mean SPLIT_loss and SPLIT_acc over every image in `loader` (eval mode, no augmentation)."""
     model.eval()
     totals = RunningTotals(compute.device)
     for x, y in loader:
         with compute.autocast():
             logits = model(compute.prepare(x))  # (B, classes)
         totals.add(F.cross_entropy(logits.float(), y, reduction="sum"), logits, y)
-    return totals.means("test")
+    return totals.means(split)
+
+
+TRAIN_EVAL_IMAGES = 10_000  # train images measured in eval mode each epoch (all, if fewer)
+
+
+def fixed_subset(n: int, size: int) -> torch.Tensor:
+    """The first `size` of a fixed shuffle (seed 0) of range(n): the same images every epoch and trial."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:size]
 
 
 class Trainer:
@@ -139,6 +147,17 @@ class Trainer:
         self.test_loader = BatchLoader(
             data.test_x.to(self.device), data.test_y.to(self.device), cfg.eval_batch_size, data.mean, data.std
         )
+        # Train accuracy as the test split is measured (eval mode, no augmentation) on a fixed
+        # subset of the train split: the honest side of a train-test gap. The running train_acc
+        # is taken in train mode on augmented images, while the weights still change.
+        subset = fixed_subset(len(data.train_y), TRAIN_EVAL_IMAGES)
+        self.train_eval_loader = BatchLoader(
+            data.train_x[subset].to(self.device),
+            data.train_y[subset].to(self.device),
+            cfg.eval_batch_size,
+            data.mean,
+            data.std,
+        )
         self.epoch = 0  # epochs completed
         # Plain types only, so the checkpoint stays loadable with weights_only=True.
         self.inference = {
@@ -160,12 +179,14 @@ class Trainer:
         train = train_one_epoch(self.forward_model, self.optimizer, self.train_loader, self.compute)
         train_time = time.perf_counter() - start
         test = evaluate(self.forward_model, self.test_loader, self.compute)
+        train_eval = evaluate(self.forward_model, self.train_eval_loader, self.compute, split="train_eval")
         self.epoch += 1
         diverged = not (math.isfinite(train["train_loss"]) and math.isfinite(test["test_loss"]))
         return {
             "epoch": self.epoch,
             **{k: v for k, v in train.items() if k != "train_images"},
             **test,
+            **train_eval,
             "epoch_time_s": time.perf_counter() - start,  # train + evaluation
             "images_per_s": train["train_images"] / train_time,  # training throughput only
             "diverged": diverged,

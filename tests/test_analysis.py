@@ -14,7 +14,8 @@ from study.analysis.summary import load_reference
 def tidy(
     trials: list[tuple[str, int, list[float]]], epochs: int = 3, experiment: str = "exp", baseline: str = "a"
 ) -> pd.DataFrame:
-    """Rows per (variant, seed, test_acc per epoch); train_acc = test_acc + 0.1."""
+    """Rows per (variant, seed, test_acc per epoch); train accuracy in eval mode = test_acc + 0.1,
+    the running (augmented) train_acc = test_acc + 0.05."""
     rows = []
     for i, (variant, seed, accs) in enumerate(trials):
         for e, acc in enumerate(accs, start=1):
@@ -29,7 +30,10 @@ def tidy(
                     "max_t": epochs,
                     "epoch": e,
                     "test_acc": acc,
-                    "train_acc": acc + 0.1,
+                    "train_acc": acc + 0.05,
+                    "train_eval_acc": acc + 0.1,
+                    "config_dataset": "cifar100",
+                    "config_channels": 128,
                     "train_loss": 1.0 / e,
                     "diverged": False,
                     "status": "TERMINATED",
@@ -68,7 +72,7 @@ def test_per_variant_counts_means_and_early_stops():
     assert t.loc["b", "final_test_acc"] == pytest.approx((0.50 + 0.52 + 0.4) / 3)
     assert t.loc["b", "best_test_acc"] == pytest.approx((0.50 + 0.52 + 0.4) / 3)
     assert t.loc["b", "stopped_early"] == pytest.approx(1 / 3) and t.loc["a", "stopped_early"] == 0
-    assert t.loc["a", "train_test_gap"] == pytest.approx(0.1)
+    assert t.loc["a", "train_test_gap"] == pytest.approx(0.1)  # from the eval-mode train accuracy
 
 
 def test_effects_use_welch_over_seeds_at_a_common_epoch():
@@ -112,6 +116,8 @@ def test_against_report_verdicts():
             {"experiment": "exp", "variant": "a", "metric": "train_loss", "epoch": 1, "value": 1.0, "passage": "p6"},
         ]
     )
+    reference["dataset"] = "cifar100"
+    reference["fields"] = "channels=128"
     t = against_report(FRAME, reference)
     assert list(t["verdict"]) == ["reproduced", "higher", "lower", "reproduced", "not run", "reproduced"]
     assert t.loc[3, "n"] == 2  # b/2 never reached epoch 3
@@ -152,3 +158,34 @@ def test_the_analysis_imports_no_ray():
     code = "import sys, study.analysis, study.analysis.summary; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_against_report_compares_only_the_same_setting():
+    reference = pd.DataFrame(
+        [{"experiment": "exp", "variant": "a", "metric": "test_acc", "epoch": 3, "value": 0.31, "passage": "p"}]
+    )
+    other_data = FRAME.assign(config_dataset="cifar10")
+    t = against_report(other_data, reference.assign(dataset="cifar100", fields="channels=128"))
+    assert t.loc[0, "verdict"] == "not comparable (dataset cifar10, report cifar100)"
+    t = against_report(FRAME, reference.assign(dataset="cifar100", fields="channels=32"))
+    assert t.loc[0, "verdict"] == "not comparable (channels 128, report 32)"
+
+
+def test_holm_adjusts_each_experiments_family_and_the_verdict_follows():
+    from study.analysis.tables import holm
+
+    p = pd.Series([0.01, 0.04, 0.03, float("nan")])
+    # sorted 0.01, 0.03, 0.04 -> x3, x2, x1 = 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06
+    assert list(holm(p).round(10)[:3]) == [0.03, 0.06, 0.06] and math.isnan(holm(p)[3])
+    frame = tidy(
+        [("a", s, [0.30 + 0.01 * s]) for s in range(3)]
+        + [("b", s, [0.32 + 0.01 * s]) for s in range(3)]
+        + [("c", s, [0.50 + 0.01 * s]) for s in range(3)],
+        epochs=1,
+    )
+    e = effects(frame).set_index("variant")
+    p_b, p_c = e.loc["b", "p_value"], e.loc["c", "p_value"]
+    assert p_c < p_b  # c differs from the baseline far more
+    assert e.loc["c", "p_holm"] == pytest.approx(2 * p_c) and e.loc["b", "p_holm"] == pytest.approx(max(2 * p_c, p_b))
+    assert e.loc["c", "verdict"] == "better (Holm p < 0.05)"
+    assert e.loc["b", "verdict"] == "no clear effect (Holm p >= 0.05)"

@@ -78,9 +78,43 @@ def test_export_a_named_trial_and_bad_inputs(experiment, run_cli, tmp_path):
     trials = sorted(p.name for p in experiment.iterdir() if p.name.startswith(("mlp-", "cnn-")))
     code, printed, err = run_cli("export", str(experiment), "--trial", trials[0], "--out", str(tmp_path / "m.pt"))
     assert code == 0 and f"exported {trials[0]} " in printed, err
-    assert_bad_input(run_cli("export", str(experiment), "--trial", "nope", "--out", str(tmp_path / "x.pt")), "--trial nope: no such trial")
-    assert_bad_input(run_cli("export", str(experiment), "--trial", "../x", "--out", str(tmp_path / "x.pt")), "--trial: expected a name")
+    assert_bad_input(
+        run_cli("export", str(experiment), "--trial", "nope", "--out", str(tmp_path / "x.pt")),
+        "--trial nope: no such trial",
+    )
+    assert_bad_input(
+        run_cli("export", str(experiment), "--trial", "../x", "--out", str(tmp_path / "x.pt")),
+        "--trial: expected a name",
+    )
     assert not (tmp_path / "x.pt").exists()
     (tmp_path / "not-a-model.pt").write_bytes(b"hello")
     assert_bad_input(run_cli("predict", str(tmp_path / "not-a-model.pt"), "x.png"), "not an exported model")
-    assert_bad_input(run_cli("predict", str(tmp_path / "m.pt"), str(tmp_path / "missing.png")), "missing.png: unreadable image")
+    assert_bad_input(
+        run_cli("predict", str(tmp_path / "m.pt"), str(tmp_path / "missing.png")), "missing.png: unreadable image"
+    )
+
+
+def test_runs_of_one_name_stay_apart_unless_pooled_and_alike(experiment, run_cli, tmp_path):
+    space = str(experiment.parent / "space.yaml")
+    root = str(experiment.parent)
+    code, _, err = run_cli("run", space, "--storage-path", root, "--name", "fewer", "--set", "num_train=300")
+    assert code == 0, err
+    code, _, err = run_cli("run", space, "--storage-path", root, "--name", "more-seeds", "--seed", "7")
+    assert code == 0, err
+
+    code, out, err = run_cli("analyze", str(experiment), root + "/fewer", "--out", str(tmp_path / "apart"))
+    assert code == 0, err
+    per_variant = pd.read_csv(tmp_path / "apart" / "per_variant.csv")
+    assert sorted(set(per_variant["experiment"])) == ["exp", "fewer"]  # kept apart, named by folder
+
+    assert_bad_input(
+        run_cli("analyze", str(experiment), root + "/fewer", "--pool"),
+        "differ in num_train 400 vs 300",
+        "cannot be pooled",
+    )
+    code, out, err = run_cli(
+        "analyze", str(experiment), root + "/more-seeds", "--pool", "--out", str(tmp_path / "pooled")
+    )
+    assert code == 0, err
+    pooled = pd.read_csv(tmp_path / "pooled" / "per_variant.csv").set_index("variant")
+    assert set(pooled.index) == {"mlp", "cnn"} and (pooled["seeds"] == 3).all()  # seeds 0, 1 and 7

@@ -36,6 +36,8 @@ def test_epoch_metrics_are_complete_and_sane():
         "epoch",
         "train_loss",
         "train_acc",
+        "train_eval_loss",
+        "train_eval_acc",
         "test_loss",
         "test_acc",
         "epoch_time_s",
