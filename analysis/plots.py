@@ -30,7 +30,7 @@ def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
         ("train_loss", "train loss", None),
     )
     fig, axes = plt.subplots(1, len(panels), figsize=(16, 4.2))
-    styles = itertools.cycle(itertools.product(("-", "--", ":", "-."), ("o", "s", "^", "D", "v")))
+    styles = zip(itertools.cycle(("-", "--", ":", "-.")), itertools.cycle(("o", "s", "^", "D", "v")), strict=False)
     colors = itertools.cycle(plt.cm.tab10.colors)
     for variant, trials in rows.groupby("variant", sort=False):
         # Line style and marker differ too, so curves that lie on top of each other stay visible.
