@@ -122,6 +122,9 @@ def trial_frame(
     order = list(meta.get("variants") or [])
     df["variant_rank"] = order.index(df["variant"].iloc[0]) if df["variant"].iloc[0] in order else len(order)
     df["baseline"] = meta.get("baseline")
+    df["metric"] = meta.get("metric", "test_acc")  # what the file ranks trials by, and how
+    df["mode"] = meta.get("mode", "max")
+    df["searched"] = json.dumps(meta.get("searched") or {})  # sampled fields and their domains
     df["max_t"] = meta.get("max_t", resolved["epochs"])
     for key, value in resolved.items():
         df[f"config_{key}"] = value
@@ -197,7 +200,9 @@ def label_variants(frame: pd.DataFrame) -> pd.DataFrame:
     for _, group in frame.groupby("experiment"):
         if group["variant"].notna().all():
             continue
-        config_cols = [c for c in group if c.startswith("config_") and c != "config_seed"]
+        # Sampled fields make every trial different: they are the search, not variants of it.
+        searched = set(json.loads(group["searched"].iloc[0])) if "searched" in group else set()
+        config_cols = [c for c in group if c.startswith("config_") and c != "config_seed" and c[7:] not in searched]
         varying = [c for c in config_cols if group[c].map(str).nunique() > 1]  # None counts as a value
         labels = (
             group[varying]

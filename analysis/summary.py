@@ -101,6 +101,7 @@ def summarize_experiments(
     displays = {"per_variant": display_per_variant(built["per_variant"])}
     for name, table in built.items():
         print(write_table(table, out, name, titles[name], displays.get(name)))
+    built.update(summarize_searches(frame, out, plots))
     frame.to_csv(os.path.join(out, "results.csv"), index=False)
     if plots:
         for experiment in frame["experiment"].unique():
@@ -108,6 +109,37 @@ def summarize_experiments(
             print(f"learning curves: {path}")
     print_environments(paths)
     print(f"tables (Markdown + CSV): {out}")
+    return built
+
+
+def summarize_searches(frame: pd.DataFrame, out: str, plots: bool) -> dict[str, pd.DataFrame]:
+    """For experiments that sample fields (random or Optuna search): best configurations,
+    fANOVA importance, Optuna's slice and parallel-coordinate plots, and optuna.db."""
+    from study.analysis import search
+
+    searches = [group for _, group in frame.groupby("experiment", sort=False) if search.searched_fields(group)]
+    if not searches:
+        return {}
+    best, importance = [], []
+    for group in searches:
+        study = search.optuna_study(group)
+        best.append(search.best_configurations(group))
+        importance.append(search.importances(study).assign(experiment=group["experiment"].iloc[0]))
+        if plots:
+            for path in search.search_plots(study, out, str(group["experiment"].iloc[0])):
+                print(f"search plot: {path}")
+    built = {
+        "best_configurations": pd.concat(best, ignore_index=True),
+        "importance": pd.concat(importance, ignore_index=True)[["experiment", "parameter", "importance"]],
+    }
+    titles = {
+        "best_configurations": "Search: best configurations (metric at each trial's last epoch)",
+        "importance": "Search: hyperparameter importance (Optuna's fANOVA, over trials that reached max_t)",
+    }
+    for name, table in built.items():
+        print(write_table(table, out, name, titles[name]))
+    path = search.write_study_file(searches, os.path.join(out, "optuna.db"))
+    print(f"Optuna study (trials, states, per-epoch values): {path}; view it with `optuna-dashboard {path}`")
     return built
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
 
 from study.progress import EtaCallback
 from study.schema import META_KEY, VARIANT_KEY
@@ -41,8 +42,16 @@ def param_space(spec: StudySpec) -> dict[str, Any]:
         "baseline": spec.baseline,
         "max_t": spec.max_epochs(),
         "variants": list(spec.variants),  # the file's order, for the tables
+        "metric": spec.metric,
+        "mode": spec.mode,
+        # Sampled fields and their domains, for the search tables and the Optuna study file.
+        "searched": {k: {"kind": v.kind, "values": list(v.values)} for k, v in spec.space.items() if is_sampled(v)},
     }
     return space
+
+
+def is_sampled(value: Any) -> bool:
+    return isinstance(value, Domain) and value.kind != "grid"
 
 
 def make_scheduler(spec: StudySpec) -> FIFOScheduler | ASHAScheduler:
@@ -65,11 +74,34 @@ def make_search(spec: StudySpec) -> Any:
         # The same seed draws the same random samples, so two runs (e.g. ASHA vs FIFO) compare alike.
         return BasicVariantGenerator(random_state=spec.search.seed)
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
-    return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=spec.search.max_concurrent)
+    search = AshaAwareOptunaSearch(sampler=sampler, max_t=spec.max_epochs())
+    return ConcurrencyLimiter(search, max_concurrent=spec.search.max_concurrent)
+
+
+class AshaAwareOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, except that a trial ASHA stopped before max_t reaches Optuna as PRUNED.
+
+    Ray tells Optuna such a trial is COMPLETE with its last (early, low) value, so TPE learns
+    from it as if it had finished. PRUNED, with the per-epoch values Ray already reported, is
+    what it is; TPE ranks pruned trials by their last intermediate value. A diverged trial is FAIL.
+    """
+
+    def __init__(self, *args: Any, max_t: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_t = max_t
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        import optuna
+
+        stopped = result and not error and int(result.get("epoch", self.max_t)) < self.max_t
+        if trial_id in self._completed_trials or not stopped:
+            return super().on_trial_complete(trial_id, result, error)
+        state = optuna.trial.TrialState.FAIL if result.get("diverged") else optuna.trial.TrialState.PRUNED
+        self._ot_study.tell(self._ot_trials[trial_id], state=state)
+        self._completed_trials.add(trial_id)
 
 
 def make_trainable(resources: dict[str, float]) -> Any:

@@ -118,3 +118,73 @@ def test_runs_of_one_name_stay_apart_unless_pooled_and_alike(experiment, run_cli
     assert code == 0, err
     pooled = pd.read_csv(tmp_path / "pooled" / "per_variant.csv").set_index("variant")
     assert set(pooled.index) == {"mlp", "cnn"} and (pooled["seeds"] == 3).all()  # seeds 0, 1 and 7
+
+
+SEARCH = """
+name: search
+dataset: digits
+metric: test_acc
+mode: max
+num_samples: 6
+search: {type: optuna, seed: 0, max_concurrent: 2}
+scheduler: {type: asha, max_t: 3, grace_period: 1, reduction_factor: 2}
+space:
+  model: cnn
+  fc_width: 32
+  epochs: 3
+  batch_size: 128
+  num_train: 300
+  lr: {loguniform: [0.0003, 0.03]}
+  augment: {choice: [none, flip]}
+  channels: {randint: [4, 9]}
+"""
+
+
+def test_a_search_gets_search_tables_importance_plots_and_an_optuna_study(ray_session, run_cli, write_yaml, tmp_path):
+    import optuna
+
+    code, out, err = run_cli("run", write_yaml(SEARCH), "--storage-path", str(tmp_path), "--name", "s")
+    assert code == 0, err
+    analysis = tmp_path / "s" / "analysis"
+    best = pd.read_csv(analysis / "best_configurations.csv")
+    assert len(best) == 6 and {"lr", "augment", "channels", "test_acc", "epochs", "state"} <= set(best.columns)
+    assert list(best["test_acc"]) == sorted(best["test_acc"], reverse=True)  # mode max
+    assert "Search: hyperparameter importance" in out
+    per_variant = pd.read_csv(analysis / "per_variant.csv")
+    assert list(per_variant["variant"]) == ["all"]  # sampled fields are the search, not 6 variants
+    assert (analysis / "slice_search.png").stat().st_size > 10_000 and (analysis / "parallel_search.png").exists()
+
+    # Optuna's own API reads the study file back: trials, states, params, per-epoch values.
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{analysis / 'optuna.db'}")
+    assert len(study.trials) == 6
+    states = {t.state for t in study.trials}
+    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert optuna.trial.TrialState.PRUNED in states  # ASHA stopped some: pruned, not complete
+    for t in study.trials:
+        assert set(t.params) == {"lr", "augment", "channels"} and 4 <= t.params["channels"] <= 8
+        assert len(t.intermediate_values) == t.user_attrs["epochs"]
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert t.value == t.intermediate_values[3]
+
+
+def test_optuna_hears_of_an_asha_stop_as_pruned():
+    import optuna
+    from ray import tune
+
+    from study.tuner import AshaAwareOptunaSearch
+
+    search = AshaAwareOptunaSearch(
+        space={"lr": tune.loguniform(1e-4, 1e-1)},
+        metric="test_acc",
+        mode="max",
+        max_t=3,
+        sampler=optuna.samplers.TPESampler(seed=0),
+    )
+    for trial_id, epochs in (("stopped", 1), ("finished", 3)):
+        search.suggest(trial_id)
+        for epoch in range(1, epochs + 1):
+            search.on_trial_result(trial_id, {"test_acc": 0.1 * epoch, "training_iteration": epoch, "epoch": epoch})
+        search.on_trial_complete(trial_id, {"test_acc": 0.1 * epochs, "epoch": epochs})
+    stopped, finished = search._ot_study.trials
+    assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.intermediate_values == {1: 0.1}
+    assert finished.state == optuna.trial.TrialState.COMPLETE and finished.value == pytest.approx(0.3)
