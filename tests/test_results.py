@@ -188,3 +188,13 @@ def test_optuna_hears_of_an_asha_stop_as_pruned():
     stopped, finished = search._ot_study.trials
     assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.intermediate_values == {1: 0.1}
     assert finished.state == optuna.trial.TrialState.COMPLETE and finished.value == pytest.approx(0.3)
+
+
+def test_results_open_with_rays_own_api_as_readme_shows(experiment):
+    """README: `Tuner.restore(path, trainable=train_trial).get_results().get_dataframe()`."""
+    from ray import tune
+
+    from study.trainable import train_trial
+
+    frame = tune.Tuner.restore(str(experiment), trainable=train_trial).get_results().get_dataframe()
+    assert len(frame) == 4 and {"test_acc", "epoch", "config/seed"} <= set(frame.columns)
