@@ -198,3 +198,29 @@ def test_results_open_with_rays_own_api_as_readme_shows(experiment):
 
     frame = tune.Tuner.restore(str(experiment), trainable=train_trial).get_results().get_dataframe()
     assert len(frame) == 4 and {"test_acc", "epoch", "config/seed"} <= set(frame.columns)
+
+
+def test_a_report_file_run_offline_is_compared_honestly(ray_session, run_cli, tmp_path):
+    """The report's dropout ablation on digits, shrunk: Holm-adjusted effects, the eval-mode gap,
+    and no verdict against CIFAR-100 figures."""
+    import os
+
+    space = os.path.join(os.path.dirname(__file__), "..", "search_spaces", "report", "dropout.yaml")
+    shrink = ["--set", "channels=8", "--set", "fc_width=32", "--set", "num_train=300", "--set", "lr=0.003"]
+    args = ["run", space, "--dataset", "digits", "--max-epochs", "2", "--scheduler", "fifo", *shrink]
+    code, out, err = run_cli(*args, "--storage-path", str(tmp_path), "--name", "d")
+    assert code == 0, err
+    analysis = tmp_path / "d" / "analysis"
+    report = pd.read_csv(analysis / "against_report.csv")
+    assert list(report["verdict"]) == [
+        "not comparable (dataset digits, report cifar100; channels 8, report 128; fc_width 32, report 4096)"
+    ] * len(report)
+    effects = pd.read_csv(analysis / "effects.csv").iloc[0]
+    assert effects["p_holm"] == pytest.approx(effects["p_value"])  # one comparison: Holm changes nothing
+    assert "Holm p" in effects["verdict"]
+    results = pd.read_csv(analysis / "results.csv")
+    last = results.sort_values("epoch").groupby("trial_id").tail(1)
+    per_variant = pd.read_csv(analysis / "per_variant.csv").set_index("variant")
+    for variant, trials in last.groupby("variant"):
+        gap = (trials["train_eval_acc"] - trials["test_acc"]).mean()  # eval mode, not the running train_acc
+        assert per_variant.loc[variant, "train_test_gap"] == pytest.approx(gap)
