@@ -128,14 +128,16 @@ OVERRIDES = (
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from study.run import expand_spaces
+    from study.run import checkpoint_disk, expand_spaces
     from study.space import load_spec
 
     for path in expand_spaces(args.spaces):
         spec = load_spec(path)
+        largest_mb, total_gb = checkpoint_disk(spec)
         print(
             f"{path}: ok ({spec.num_trials()} trials x up to {spec.max_epochs()} epochs, "
-            f"{spec.search.type} search, {spec.scheduler.type})"
+            f"{spec.search.type} search, {spec.scheduler.type}); checkpoints up to {largest_mb:,.0f} MB each, "
+            f"at most {total_gb:,.1f} GB on disk ({spec.num_trials()} trials x {spec.keep_checkpoints} kept)"
         )
     return EXIT_OK
 

@@ -340,3 +340,25 @@ def export_best(experiment: str, trial: str | None, out: str) -> dict[str, Any]:
     source = storage.join(path, row["trial_dir"])
     export_checkpoint(newest_checkpoint(source), out, metrics, source)
     return {"trial": row["trial_dir"], "metric": spec.metric, **metrics}
+
+
+def checkpoint_size_mb(cfg: Any, num_classes: int = 100) -> float:
+    """A trial's checkpoint size, estimated without allocating: parameters on the meta device,
+    4 bytes each, times 3 with Adam (weights and two moments) or 2 with SGD momentum."""
+    import torch
+
+    from study.models import create_model
+
+    with torch.device("meta"):
+        kwargs = {**cfg.model_kwargs(), **({"pretrained": False} if "pretrained" in cfg.model_kwargs() else {})}
+        params = sum(p.numel() for p in create_model(cfg.model, num_classes, **kwargs).parameters())
+    copies = 3 if cfg.optimizer == "adam" else (2 if cfg.momentum > 0 else 1)
+    return params * 4 * copies / 2**20
+
+
+def checkpoint_disk(spec: StudySpec) -> tuple[float, float]:
+    """(largest checkpoint in MB, most disk the study's checkpoints hold at once in GB): every
+    trial keeping `keep_checkpoints` of its own size (sampled fields at their largest bound)."""
+    sizes = [checkpoint_size_mb(cfg) for cfg in spec.trial_configs(bound="high")]
+    samples = spec.num_trials() / max(1, len(sizes))  # num_samples repeats of the grid
+    return max(sizes), samples * sum(sizes) * spec.keep_checkpoints / 1024

@@ -117,17 +117,29 @@ class StudySpec:
                 grid *= len(v.values)
         return grid * max(1, len(self.variants)) * self.num_samples
 
-    def trial_configs(self) -> list[TrialConfig]:
-        """Every grid point x variant, with sampled domains at each bound (for checks)."""
+    def trial_configs(self, bound: str = "low") -> list[TrialConfig]:
+        """Every grid point x variant, with sampled domains at their low (or high) bound, for checks."""
         grids = {k: v.values for k, v in self.space.items() if isinstance(v, Domain) and v.kind == "grid"}
         sampled = {k: v for k, v in self.space.items() if isinstance(v, Domain) and v.kind != "grid"}
         configs = []
         for combo in itertools.product(*grids.values()):
             for overrides in self.variants.values() or [{}]:
                 raw = {**self.fixed(), **dict(zip(grids, combo, strict=True)), **overrides, "dataset": self.dataset}
-                raw.update({k: d.values[0] for k, d in sampled.items()})
+                raw.update({k: at_bound(d, bound) for k, d in sampled.items()})
                 configs.append(TrialConfig.from_dict(raw, self.source, "space"))
         return configs
+
+
+def at_bound(domain: Domain, bound: str) -> Any:
+    """A sampled domain's lowest value, or its highest (randint's high is exclusive)."""
+    values = domain.values
+    if bound == "low":
+        return values[0]
+    if domain.kind == "randint":
+        return values[1] - 1
+    if domain.kind == "choice" and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return max(values)
+    return values[-1]
 
 
 def epoch_values(spec: StudySpec) -> list[int]:

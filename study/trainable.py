@@ -10,6 +10,7 @@ import logging
 import os
 import resource
 import tempfile
+import time
 from typing import Any
 
 import ray
@@ -70,8 +71,16 @@ def train_trial(config: dict[str, Any]) -> None:
     while trainer.epoch < cfg.epochs:
         metrics = trainer.run_epoch()
         metrics.update(node_id=node_id, pid=os.getpid(), device=str(trainer.device), **memory_mb())
-        with tempfile.TemporaryDirectory() as folder:
-            trainer.save(os.path.join(folder, CHECKPOINT_FILE))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        save = trainer.epoch % cfg.checkpoint_every == 0 or trainer.epoch == cfg.epochs or metrics["diverged"]
+        if not save:
+            tune.report(metrics)
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                path = os.path.join(folder, CHECKPOINT_FILE)
+                start = time.perf_counter()
+                trainer.save(path)
+                metrics["checkpoint_s"] = time.perf_counter() - start  # written to local disk
+                metrics["checkpoint_mb"] = os.path.getsize(path) / 2**20
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         if metrics["diverged"]:
             return  # loss is NaN/inf: stop this trial, let the study go on

@@ -43,7 +43,20 @@ def test_every_domain_kind_converts_to_tune(write_yaml):
     assert space["epochs"] == 3 and space["dataset"] == "synthetic"
     names = [v["name"] for v in space["variant"]["grid_search"]]
     assert names == ["small", "mlp"]
-    assert space["study"] == {"experiment": "demo", "baseline": "mlp", "max_t": 3, "variants": ["small", "mlp"]}
+    assert space["study"] == {
+        "experiment": "demo",
+        "baseline": "mlp",
+        "max_t": 3,
+        "variants": ["small", "mlp"],
+        "metric": "test_acc",
+        "mode": "max",
+        "searched": {
+            "lr": {"kind": "loguniform", "values": [0.0001, 0.1]},
+            "dropout": {"kind": "uniform", "values": [0.0, 0.5]},
+            "fc_width": {"kind": "choice", "values": [64, 128]},
+            "batch_size": {"kind": "randint", "values": [16, 64]},
+        },
+    }
     assert spec.num_trials() == 3 * 2
     assert isinstance(make_scheduler(spec), ASHAScheduler)
     assert make_search(spec) is None

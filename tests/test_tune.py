@@ -178,3 +178,34 @@ def test_eta_callback_counts_shrinks_plan_and_survives_restore():
     restored.setup()
     restored.on_trial_result(0, [], a, {"epoch": 3})  # a resumes at its next epoch: counted once
     assert restored.done == 4 and "ETA <= 10s" in restored.line(restored.start + 10)
+
+
+REUSE_SPACE = """
+name: reuse
+dataset: synthetic
+scheduler: {type: fifo}
+resources: {cpu: 2}
+num_samples: 3
+space:
+  seed: 5
+  epochs: 2
+  model: cnn
+  channels: 8
+  fc_width: 32
+  augment: flip+crop
+  num_train: 256
+  num_test: 64
+"""
+
+
+def test_a_reused_worker_gives_each_trial_a_fresh_model_optimiser_and_generator(ray_session, write_yaml, tmp_path):
+    """Three trials of one config, one after another in one reused worker: identical results,
+    which they would not be if any weights, optimiser moments or random state carried over."""
+    tuner = make_tuner(load_spec(write_yaml(REUSE_SPACE)), str(tmp_path / "reuse"), {"cpu": 2, "gpu": 0})
+    results = tuner.fit()
+    assert len(results) == 3 and not results.errors
+    histories = [r.metrics_dataframe.sort_values("epoch") for r in results]
+    assert len({int(h["pid"].iloc[0]) for h in histories}) == 1  # the same worker process ran all three
+    for history in histories[1:]:
+        for metric in ("train_loss", "test_acc", "train_eval_acc"):
+            assert list(history[metric]) == list(histories[0][metric]), metric
