@@ -124,7 +124,8 @@ def progress_reporter(spec: StudySpec) -> tune.CLIReporter:
     """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     parameters = {f"{VARIANT_KEY}/name": "variant"} if spec.variants else {}
-    parameters.update({"seed": "seed"}, **{k: k for k, v in spec.space.items() if is_sampled(v)})
+    # Only keys every trial's config has: the reporter fails on a missing one.
+    parameters.update({k: k for k, v in spec.space.items() if k == "seed" or is_sampled(v)})
     return tune.CLIReporter(
         parameter_columns=parameters,
         metric_columns={"epoch": "epoch", "train_loss": "train_loss", spec.metric: spec.metric},

@@ -207,7 +207,7 @@ def test_a_report_file_run_offline_is_compared_honestly(ray_session, run_cli, tm
 
     space = os.path.join(os.path.dirname(__file__), "..", "search_spaces", "report", "dropout.yaml")
     shrink = ["--set", "channels=8", "--set", "fc_width=32", "--set", "num_train=300", "--set", "lr=0.003"]
-    args = ["run", space, "--dataset", "digits", "--max-epochs", "2", "--scheduler", "fifo", *shrink]
+    args = ["run", space, "--dataset", "digits", "--max-epochs", "1", "--scheduler", "fifo", *shrink]
     code, out, err = run_cli(*args, "--storage-path", str(tmp_path), "--name", "d")
     assert code == 0, err
     analysis = tmp_path / "d" / "analysis"
