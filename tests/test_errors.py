@@ -11,19 +11,7 @@ import os
 import pytest
 
 from tests.conftest import UNREACHABLE
-from tests.error_catalogue import CASES, run_case
-
-TINY = """
-name: tiny
-dataset: synthetic
-space:
-  epochs: 1
-  model: cnn
-  channels: 8
-  fc_width: 32
-  num_train: 128
-  num_test: 64
-"""
+from tests.error_catalogue import CASES, TINY, run_case
 
 
 def assert_bad_input(result, *fragments: str) -> None:

@@ -7,23 +7,9 @@ import pytest
 import torch
 
 from tests.test_errors import assert_bad_input
+from tests.test_tune import QUICK
 
 pytestmark = pytest.mark.slow
-
-QUICK = """
-name: usable
-dataset: digits
-scheduler: {type: fifo}
-variants:
-  mlp: {model: mlp, hidden: 64}
-  cnn: {model: cnn, channels: 8, fc_width: 64}
-space:
-  seed: {grid: [0, 1]}
-  epochs: 2
-  lr: 0.003
-  batch_size: 128
-  num_train: 400
-"""
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from study.errors import StudyError
 from tests.processes import children_of, kill_tree, start_study, wait_for
 from tests.processes import result_rows as rows
 from tests.test_errors import assert_bad_input
+from tests.test_faults import CRASH_SPACE
 
 TINY = """
 name: tiny
@@ -34,22 +35,6 @@ space:
   fc_width: 32
   num_train: 256
   num_test: 64
-"""
-
-LONG = """
-name: long
-dataset: synthetic
-scheduler: {type: fifo}
-space:
-  seed: {grid: [0, 1, 2, 3]}
-  epochs: 4
-  model: cnn
-  channels: 16
-  fc_width: 128
-  batch_size: 64
-  lr: 0.003
-  num_train: 2048
-  num_test: 256
 """
 
 
@@ -257,7 +242,7 @@ def is_loopback(address: str) -> bool:
 def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(write_yaml, tmp_path, signum):
     exp = str(tmp_path / "long")
     log = str(tmp_path / "run.log")
-    proc = start_study(["run", write_yaml(LONG), "--storage-path", str(tmp_path), "--name", "long"], log)
+    proc = start_study(["run", write_yaml(CRASH_SPACE), "--storage-path", str(tmp_path), "--name", "long"], log)
     try:
         wait_for(lambda: glob.glob(os.path.join(exp, "*", "checkpoint_000000")), 180, "a first checkpoint", proc)
         if signum == signal.SIGINT:  # while it runs: every socket of the study is on loopback
