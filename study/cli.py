@@ -1,4 +1,4 @@
-"""`study`: run, resume, validate and analyze hyperparameter studies of the report's models.
+"""`study`: run, resume, validate and analyze hyperparameter studies of the report's models; export and use them.
 
 Exit codes: 0 success; 1 the study ran but some trials failed; 2 bad input (one line on stderr);
 130 and 143 stopped by SIGINT and SIGTERM (state saved; `study resume` continues).

@@ -91,10 +91,8 @@ def plan_runs(
             check_resumable(path, trust)
             plans.append(Plan(spec, root, path))
         else:
-            if name and storage.exists(storage.join(root, name)):
-                raise StudyError(
-                    f"--name: {storage.join(root, name)} already exists; pass --resume to continue it, or another --name"
-                )
+            if name and storage.exists(storage.join(root, name)):  # early; the exclusive mkdir decides
+                raise storage.name_taken(storage.join(root, name))
             plans.append(Plan(spec, root, None, name))
     return plans
 

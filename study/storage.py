@@ -102,6 +102,10 @@ def timestamped(name: str) -> str:
     return f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def name_taken(path: str) -> StudyError:
+    return StudyError(f"--name: {path} already exists; pass --resume to continue it, or another --name")
+
+
 def create_experiment_dir(storage: str, name: str, exact: bool) -> str:
     """Create a new experiment folder atomically and return its path.
 
@@ -114,7 +118,7 @@ def create_experiment_dir(storage: str, name: str, exact: bool) -> str:
     if is_uri(storage):
         path = join(storage, base)
         if exists(path):
-            raise StudyError(f"--name: {path} already exists; pass --resume to continue it, or another --name")
+            raise name_taken(path)
         fs, folder = filesystem(path)
         fs.create_dir(folder, recursive=True)
         return path
@@ -126,9 +130,7 @@ def create_experiment_dir(storage: str, name: str, exact: bool) -> str:
             return path
         except FileExistsError:
             if exact:
-                raise StudyError(
-                    f"--name: {path} already exists; pass --resume to continue it, or another --name"
-                ) from None
+                raise name_taken(path) from None
     raise StudyError(f"{storage}: could not find a free folder name for {name}")
 
 
