@@ -64,12 +64,22 @@ def display_per_variant(t: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+EMPTY = {  # what an empty table means, said where it is printed
+    "against_report": "(none: the report states figures only for the experiments of search_spaces/report/; "
+    "see analysis/reference.csv)",
+    "effects": "(none: no variant to compare with a baseline)",
+    "importance": "(none yet: fANOVA needs at least 2 trials that reached max_t)",
+}
+
+
 def write_table(df: pd.DataFrame, out: str, name: str, title: str, display: pd.DataFrame | None = None) -> str:
     """Write NAME.csv (raw numbers) and NAME.md (formatted); return the Markdown for printing."""
     os.makedirs(out, exist_ok=True)
     df.to_csv(os.path.join(out, f"{name}.csv"), index=False)
     shown = (display if display is not None else df).map(fmt)
-    markdown = f"## {title}\n\n" + (shown.to_markdown(index=False) if len(shown) else "(no rows)") + "\n"
+    markdown = (
+        f"## {title}\n\n" + (shown.to_markdown(index=False) if len(shown) else EMPTY.get(name, "(no rows)")) + "\n"
+    )
     with open(os.path.join(out, f"{name}.md"), "w", encoding="utf-8") as f:
         f.write(markdown)
     return markdown

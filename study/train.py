@@ -214,6 +214,10 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.epoch = int(state["epoch"])
 
+    def close(self) -> None:
+        """Free the model, optimiser and device-resident batches now; the trainer is unusable after."""
+        self.__dict__.clear()
+
     def save(self, path: str) -> None:
         torch.save(self.state_dict(), path)
 

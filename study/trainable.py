@@ -64,9 +64,21 @@ def train_trial(config: dict[str, Any]) -> None:
     cfg = trial_config(config)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test)
     trainer = Trainer(cfg, data)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        resume_from(trainer, checkpoint)  # continues at the next epoch, not at 0
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            resume_from(trainer, checkpoint)  # continues at the next epoch, not at 0
+        train_epochs(trainer, cfg)
+    finally:
+        # Tune ends a stopped trial by raising SystemExit in this thread, and the traceback keeps
+        # the frames' locals alive. Left there, the model and tensors would be freed when the
+        # worker process exits, from this thread, which then aborts the process (SIGABRT in
+        # take_gil, seen at the end of a study with reused workers). Free them now.
+        trainer.close()
+
+
+def train_epochs(trainer: Trainer, cfg: Any) -> None:
+    """Epochs until cfg.epochs (or divergence), each reported, with a checkpoint as configured."""
     node_id = ray.get_runtime_context().get_node_id()
     while trainer.epoch < cfg.epochs:
         metrics = trainer.run_epoch()
