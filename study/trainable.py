@@ -62,13 +62,15 @@ def train_trial(config: dict[str, Any]) -> None:
     # the progress table. Warnings still show.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cfg = trial_config(config)
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test)
+    start = time.perf_counter()
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test)  # cached per worker
+    data_s = time.perf_counter() - start  # reported with every epoch: what this trial paid for its data
     trainer = Trainer(cfg, data)
     try:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             resume_from(trainer, checkpoint)  # continues at the next epoch, not at 0
-        train_epochs(trainer, cfg)
+        train_epochs(trainer, cfg, data_s)
     finally:
         # Tune ends a stopped trial by raising SystemExit in this thread, and the traceback keeps
         # the frames' locals alive. Left there, the model and tensors would be freed when the
@@ -77,12 +79,12 @@ def train_trial(config: dict[str, Any]) -> None:
         trainer.close()
 
 
-def train_epochs(trainer: Trainer, cfg: Any) -> None:
+def train_epochs(trainer: Trainer, cfg: Any, data_s: float) -> None:
     """Epochs until cfg.epochs (or divergence), each reported, with a checkpoint as configured."""
     node_id = ray.get_runtime_context().get_node_id()
     while trainer.epoch < cfg.epochs:
         metrics = trainer.run_epoch()
-        metrics.update(node_id=node_id, pid=os.getpid(), device=str(trainer.device), **memory_mb())
+        metrics.update(node_id=node_id, pid=os.getpid(), device=str(trainer.device), data_s=data_s, **memory_mb())
         save = trainer.epoch % cfg.checkpoint_every == 0 or trainer.epoch == cfg.epochs or metrics["diverged"]
         if not save:
             tune.report(metrics)

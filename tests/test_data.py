@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 import torchvision.transforms.functional as TF
@@ -166,3 +168,21 @@ def test_every_registered_dataset_loads_uint8_images_or_says_why_not(name, tmp_p
         assert x.dtype == torch.uint8 and x.shape[1:] == (3, 32, 32) and len(x) == len(y) > 0
         assert y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) < data.num_classes
     assert data.num_classes >= 2 and len(data.mean) == len(data.std) == 3
+
+
+def test_imagefolder_decodes_once_and_again_when_a_file_changes(tmp_path, monkeypatch):
+    import study.data.datasets as datasets
+
+    root = make_imagefolder(tmp_path)
+    first = load_dataset.__wrapped__("imagefolder", root)
+    assert len(list((tmp_path / ".study-cache").glob("*.pt"))) == 2  # train and test, beside the images
+
+    def no_decoding(folder, index):
+        raise AssertionError("decoded although the cache holds this split")
+
+    monkeypatch.setattr(datasets, "load_image", no_decoding)
+    again = load_dataset.__wrapped__("imagefolder", root)  # from the memory-mapped cache
+    assert torch.equal(again.train_x, first.train_x) and torch.equal(again.test_y, first.test_y)
+    os.utime(tmp_path / "train" / "cat" / "0.png", ns=(1, 1))  # the folder changed
+    with pytest.raises(AssertionError, match="decoded although"):
+        load_dataset.__wrapped__("imagefolder", root)

@@ -6,6 +6,7 @@ Loaders do no work at import; each is called once per worker process (see `load_
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,26 +190,94 @@ def load_image(folder, index: int) -> torch.Tensor:
     return image
 
 
-@DATASETS.register("imagefolder")
-def imagefolder(*, data_dir: str, **_: object) -> ImageData:
-    """Your own images: DATA_DIR/train/<class>/* and DATA_DIR/test/<class>/*, resized to 32x32."""
+IMAGEFOLDER_CACHE = ".study-cache"  # decoded splits, beside the images (DATA_DIR/.study-cache/)
+CACHE_FORMAT = "imagefolder-uint8-32x32/1"
+
+
+def folder_key(folder) -> str:
+    """A digest of the split's file list, sizes and modification times: any change, a new decode."""
+    digest = hashlib.sha256(CACHE_FORMAT.encode())
+    for path, target in folder.samples:
+        info = os.stat(path)
+        digest.update(f"{os.path.relpath(path, folder.root)}|{target}|{info.st_size}|{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def read_cache(path: str, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The cached split, memory-mapped (tensors only, weights_only); None if absent or not as expected."""
+    try:
+        cached = torch.load(path, mmap=True, weights_only=True)
+        images, targets = cached["images"], cached["targets"]
+    except Exception:  # absent, cut short, or not ours: decode again
+        return None
+    if images.dtype != torch.uint8 or tuple(images.shape) != (n, 3, 32, 32) or tuple(targets.shape) != (n,):
+        return None
+    return images, targets
+
+
+def decode_split(root: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """All images of one split as uint8 (N, 3, 32, 32), decoded once per folder and then cached.
+
+    The cache file's name is a digest of the file list, sizes and mtimes, so a changed folder is
+    decoded again. Parallel trials wait on a file lock while the first decodes; a folder that is
+    not writable is decoded every time, without a cache.
+    """
+    from filelock import FileLock
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
 
-    tf = transforms.Compose([transforms.Resize((32, 32)), transforms.PILToTensor()])
-    splits = {}
-    for split in ("train", "test"):
-        root = os.path.join(data_dir, split)
-        try:
-            folder = ImageFolder(root, transform=tf)
-        except (FileNotFoundError, OSError) as exc:
-            raise StudyError(f"dataset imagefolder: {root}: {exc} (expected {root}/<class>/<image>)") from None
-        if len(folder.classes) < 2:
-            raise StudyError(
-                f"dataset imagefolder: {root}: {len(folder.classes)} class folder(s); a classifier needs at least 2"
-            )
+    try:
+        folder = ImageFolder(
+            root, transform=transforms.Compose([transforms.Resize((32, 32)), transforms.PILToTensor()])
+        )
+    except (FileNotFoundError, OSError) as exc:
+        raise StudyError(f"dataset imagefolder: {root}: {exc} (expected {root}/<class>/<image>)") from None
+    if len(folder.classes) < 2:
+        raise StudyError(
+            f"dataset imagefolder: {root}: {len(folder.classes)} class folder(s); a classifier needs at least 2"
+        )
+    cache_dir = os.path.join(os.path.dirname(root.rstrip("/")), IMAGEFOLDER_CACHE)
+    path = os.path.join(cache_dir, f"{os.path.basename(root.rstrip('/'))}-{folder_key(folder)}.pt")
+
+    def decode() -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.stack([load_image(folder, i) for i in range(len(folder))])  # (N, 3, 32, 32) uint8
-        splits[split] = (images, torch.tensor(folder.targets), folder.classes)
+        return images, torch.tensor(folder.targets)
+
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        lock = FileLock(path + ".lock")
+        lock.acquire()
+    except OSError:  # read-only data folder: no cache
+        return (*decode(), folder.classes)
+    try:
+        cached = read_cache(path, len(folder))
+        if cached is None:
+            try:
+                cached = decode()
+            except StudyError:  # a broken image: leave no cache folder or lock behind
+                lock.release()
+                for leftover in (path + ".lock",):
+                    if os.path.exists(leftover):
+                        os.remove(leftover)
+                if not os.listdir(cache_dir):
+                    os.rmdir(cache_dir)
+                raise
+            tmp = f"{path}.tmp-{os.getpid()}"
+            try:
+                torch.save({"images": cached[0], "targets": cached[1]}, tmp)
+                os.replace(tmp, path)
+            except OSError:  # a full disk: the decoded split still serves this trial
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+    finally:
+        lock.release()
+    return (*cached, folder.classes)
+
+
+@DATASETS.register("imagefolder")
+def imagefolder(*, data_dir: str, **_: object) -> ImageData:
+    """Your own images: DATA_DIR/train/<class>/* and DATA_DIR/test/<class>/*, resized to 32x32."""
+    splits = {split: decode_split(os.path.join(data_dir, split)) for split in ("train", "test")}
     if splits["train"][2] != splits["test"][2]:
         raise StudyError(f"dataset imagefolder: {data_dir}: train and test have different class folders")
     return image_data(*splits["train"][:2], *splits["test"][:2], splits["train"][2])
