@@ -15,6 +15,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import read_results, record, run_study, write_space  # noqa: E402
@@ -46,7 +47,12 @@ def measure(threads: int, args: argparse.Namespace, tmp: str) -> dict:
         }
     )
     trainer = Trainer(cfg, load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test))
-    plain = [trainer.run_epoch() for _ in range(cfg.epochs)]
+    plain, plain_epoch_s = [], []
+    for _ in range(cfg.epochs):  # the same work per epoch as the trainable: train, evaluate, save
+        start = time.perf_counter()
+        plain.append(trainer.run_epoch())
+        trainer.save(os.path.join(tmp, "plain.pt"))
+        plain_epoch_s.append(time.perf_counter() - start)
 
     space = write_space(
         os.path.join(tmp, f"overhead{threads}.yaml"),
@@ -72,13 +78,20 @@ space:
     # Epoch 1 includes one-off warm-up (allocator, first kernels) in both: compare the rest.
     plain_ips = statistics.mean(r["images_per_s"] for r in plain[1:])
     tune_ips = statistics.mean(r["images_per_s"] for r in tuned[1:])
+    # Whole epochs: Tune's time_this_iter_s runs from one report to the next (train, evaluate,
+    # checkpoint, tune.report); the plain loop's, train + evaluate + torch.save.
+    plain_s = statistics.mean(plain_epoch_s[1:])
+    tune_s = statistics.mean(r["time_this_iter_s"] for r in tuned[1:])
     return {
         "threads": threads,
         "plain images/s": f"{plain_ips:.0f}",
         "Tune images/s": f"{tune_ips:.0f}",
         "ratio": f"{tune_ips / plain_ips:.3f}",
+        "plain epoch s": f"{plain_s:.2f}",
+        "Tune epoch s": f"{tune_s:.2f}",
+        "epoch ratio": f"{plain_s / tune_s:.3f}",
         "study run -> first result": f"{first:.1f} s",
-        "_ratio": tune_ips / plain_ips,
+        "_ratio": plain_s / tune_s,
     }
 
 
@@ -93,12 +106,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(threads, args, tmp) for threads in sorted({1, cpus})]
     ratios = {r["threads"]: r.pop("_ratio") for r in rows}
-    verdict = "; ".join(f"{t} thread(s): ratio {v:.3f} ({'met' if v >= 0.95 else 'MISSED'})" for t, v in ratios.items())
+    verdict = "; ".join(
+        f"{t} thread(s): whole-epoch ratio {v:.3f} ({'met' if v >= 0.95 else 'MISSED'})" for t, v in ratios.items()
+    )
     notes = (
         f"cnn channels 32, synthetic {args.num_train} train / {args.num_test} test images (32x32x3), "
         f"flip+crop, batch 256, {args.epochs} epochs, epoch 1 excluded as warm-up. The Tune trial asks for as many "
         "CPUs as the plain loop has threads. 'first result' is from launching `study run` (Python start, "
-        "imports, Ray start, trial start, one epoch) to the first row of result.json. Target: ratio >= 0.95."
+        "imports, Ray start, trial start, one epoch) to the first row of result.json. 'epoch ratio' is the plain "
+        "loop's whole epoch (train, evaluate, torch.save) over Tune's time_this_iter_s (the same plus "
+        "tune.report and its checkpoint copy). Target: epoch ratio >= 0.95."
     )
     record("1. Tune overhead", rows, verdict, notes)
 
