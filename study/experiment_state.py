@@ -31,12 +31,22 @@ def state_files(experiment_path: str) -> list[str]:
 
 
 def readable(path: str) -> bool:
+    """Whole, as far as can be told without unpickling. JSON must parse. A pickle (Ray writes some
+    under .json names too) must be non-empty and end with pickle's STOP opcode ("."), which a
+    write under way (Ray truncates, then writes) lacks."""
     try:
-        with open(path) as f:
-            json.load(f)
-        return True
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
         return False
+    if data[:1] == b"\x80":  # pickle protocol 2 and later
+        return data.endswith(b".")
+    if path.endswith((".json", ".pkl")):
+        try:
+            json.loads(data)
+        except ValueError:  # empty, cut short, or an unrecognised pickle
+            return False
+    return True
 
 
 def restore_backup(experiment_path: str) -> None:
@@ -59,18 +69,22 @@ def restore_backup(experiment_path: str) -> None:
 
 
 def repair_state(experiment_path: str, settle_s: float = 2.0) -> bool:
-    """If a state file is unreadable, put the last good copy back. Returns True if it did."""
+    """If a state file (Tune's JSON state or a pickle beside it) is cut short, put the last good
+    copy back. Returns True if it did. Tune's own restore would fail on it and start the
+    experiment anew, empty, as if nothing had run."""
     if is_uri(experiment_path) or not os.path.isdir(experiment_path):
         return False
-    states = glob.glob(os.path.join(experiment_path, STATE_GLOB))
-    broken = [p for p in states if not readable(p)]
+    broken = [p for p in state_files(experiment_path) if not readable(p)]
     if broken and max(time.time() - os.path.getmtime(p) for p in broken) < settle_s:
         time.sleep(settle_s)  # maybe a live run is writing it right now
         broken = [p for p in broken if not readable(p)]
     if not broken:
         return False
-    if not os.path.isdir(os.path.join(experiment_path, BACKUP_DIR)):
-        raise StudyError(f"{broken[0]}: experiment state cut short (a crash mid-write) and no backup copy to restore")
+    backup = os.path.join(experiment_path, BACKUP_DIR)
+    if not os.path.isdir(backup) or not all(readable(p) for p in state_files(backup)):
+        raise StudyError(
+            f"{broken[0]}: experiment state cut short (a crash mid-write) and no whole backup copy to restore"
+        )
     restore_backup(experiment_path)
     print(
         f"[study] {os.path.basename(broken[0])} was cut short by a crash; restored the last good copy from {BACKUP_DIR}/",

@@ -155,9 +155,9 @@ def check_resumable(path: str, trust: bool) -> None:
             f"{path}: no Tune experiment state in it (the run stopped before its first trial started); "
             "nothing to resume: delete the folder and run the file again"
         )
-    repair_state(path)
-    if not trust:
+    if not trust:  # first: a file that is cut short or planted must not be "repaired" into trust
         check_signature(path)
+    repair_state(path)
     from study.checkpoints import verify_checkpoints
 
     for warning in verify_checkpoints(path):

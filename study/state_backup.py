@@ -65,7 +65,7 @@ class StateBackup(Callback):
         files = state_files(self.path)
         signature = tuple((p, os.path.getmtime(p), os.path.getsize(p)) for p in files)
         states = [p for p in files if os.path.basename(p).startswith("experiment_state-")]
-        if signature == self.last_signature or not states or not all(readable(p) for p in states):
+        if signature == self.last_signature or not states or not all(readable(p) for p in files):
             return  # unchanged, or caught mid-write: keep the previous copy
         signing.sign(self.path, self.key)  # the live files, as Tune just saved them
         staging = tempfile.mkdtemp(prefix=".study-state-new-", dir=self.path)

@@ -42,3 +42,23 @@ def test_a_state_cut_short_without_a_copy_is_a_clear_error(tmp_path):
     os.utime(state, (0, 0))
     with pytest.raises(StudyError, match="experiment state cut short"):
         repair_state(str(tmp_path))
+
+
+def test_a_pickle_cut_short_is_never_backed_up_and_is_restored(tmp_path, monkeypatch):
+    """Ray writes callback-states-*.pkl in place; a copy caught at 0 bytes made Tune's restore fail
+    and start the experiment anew, empty (seen once in CI)."""
+    import pickle
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    write_state(tmp_path, {"n": 1})
+    callbacks = tmp_path / "callback-states-2026.pkl"
+    callbacks.write_bytes(pickle.dumps({"done": 1}))
+    backup = StateBackup(str(tmp_path), every_s=0)
+    backup.on_step_end(0, [])
+    callbacks.write_bytes(b"")  # Ray's write under way
+    write_state(tmp_path, {"n": 2})
+    backup.on_step_end(1, [])  # not copied: the backup keeps the whole pickle
+    assert (tmp_path / BACKUP_DIR / "callback-states-2026.pkl").read_bytes() == pickle.dumps({"done": 1})
+    os.utime(callbacks, (0, 0))
+    assert repair_state(str(tmp_path)) is True
+    assert pickle.loads(callbacks.read_bytes()) == {"done": 1}

@@ -206,7 +206,7 @@ def test_a_failed_backup_warns_and_the_study_goes_on(tmp_path, monkeypatch, caps
     from study.state_backup import StateBackup
 
     (tmp_path / "experiment_state-x.json").write_text("{}")
-    (tmp_path / "tuner.pkl").write_bytes(b"x")
+    (tmp_path / "tuner.pkl").write_bytes(pickle.dumps("tuner"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
 
     def full_disk(*args, **kwargs):
