@@ -95,6 +95,13 @@ class TrialConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def model_kwargs(self) -> dict[str, Any]:
-        """The options the chosen model's factory takes, read from this config."""
-        return {name: getattr(self, name) for name in MODELS.options(self.model)}
+    def model_kwargs(self, weights_from_checkpoint: bool = False) -> dict[str, Any]:
+        """The options the chosen model's factory takes, read from this config.
+
+        `weights_from_checkpoint`: the weights come from elsewhere (an exported file, a size
+        estimate), so ImageNet weights are not to be loaded (`pretrained` is set false).
+        """
+        kwargs = {name: getattr(self, name) for name in MODELS.options(self.model)}
+        if weights_from_checkpoint and "pretrained" in kwargs:
+            kwargs["pretrained"] = False
+        return kwargs

@@ -106,11 +106,8 @@ def find_run_to_resume(root: str, spec: StudySpec, name: str | None) -> str:
     path = runs[-1]
     saved = read_spec(path)
     if saved.text != spec.text:
-        differ = [
-            k
-            for k in {**yaml_keys(saved.text), **yaml_keys(spec.text)}
-            if yaml_keys(saved.text).get(k) != yaml_keys(spec.text).get(k)
-        ]
+        before, now = yaml_keys(saved.text), yaml_keys(spec.text)
+        differ = [k for k in {**before, **now} if before.get(k) != now.get(k)]
         raise StudyError(
             f"--resume: {spec.source} (with these flags) is not the study in {storage.join(path, SPEC_FILE)} "
             f"(they differ in: {', '.join(differ)}); continue that one with `study resume {path}`, or drop --resume"
@@ -348,8 +345,8 @@ def checkpoint_size_mb(cfg: Any, num_classes: int = 100) -> float:
     from study.models import create_model
 
     with torch.device("meta"):
-        kwargs = {**cfg.model_kwargs(), **({"pretrained": False} if "pretrained" in cfg.model_kwargs() else {})}
-        params = sum(p.numel() for p in create_model(cfg.model, num_classes, **kwargs).parameters())
+        model = create_model(cfg.model, num_classes, **cfg.model_kwargs(weights_from_checkpoint=True))
+        params = sum(p.numel() for p in model.parameters())
     copies = 3 if cfg.optimizer == "adam" else (2 if cfg.momentum > 0 else 1)
     return params * 4 * copies / 2**20
 

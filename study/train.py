@@ -162,10 +162,7 @@ class Trainer:
         # Plain types only, so the checkpoint stays loadable with weights_only=True.
         self.inference = {
             "model": cfg.model,
-            "model_kwargs": {
-                **cfg.model_kwargs(),
-                **({"pretrained": False} if "pretrained" in cfg.model_kwargs() else {}),
-            },
+            "model_kwargs": cfg.model_kwargs(weights_from_checkpoint=True),
             "num_classes": data.num_classes,
             "classes": list(data.classes),
             "mean": list(data.mean),  # per channel, pixels in [0, 1]
