@@ -207,8 +207,30 @@ def test_cluster_yaml_matches_rays_schema_and_asks_for_gpus():
     assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key", text)  # no credentials
 
 
-def test_cluster_yaml_comments_every_key():
-    with open(os.path.join(ROOT, "cluster.yaml")) as f:
+def test_onprem_file_matches_rays_schema_and_shares_the_aws_files_setup():
+    import jsonschema
+    import ray
+
+    with open(os.path.join(os.path.dirname(ray.__file__), "autoscaler", "ray-schema.json")) as f:
+        schema = json.load(f)
+    files = {}
+    for name in ("cluster.yaml", "cluster-onprem.yaml"):
+        with open(os.path.join(ROOT, name)) as f:
+            files[name] = yaml.safe_load(f)
+    onprem, aws = files["cluster-onprem.yaml"], files["cluster.yaml"]
+    jsonschema.validate(onprem, schema)
+    assert onprem["provider"]["type"] == "local" and "available_node_types" not in onprem  # Ray refuses it
+    # Copy the checkout, install it, token auth on every `ray start`: the same in both files.
+    for key in ("file_mounts", "rsync_exclude", "setup_commands"):
+        assert onprem[key] == aws[key], key
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert [c.split(" ${STUDY_NODE_GPUS")[0] for c in onprem[key]] == aws[key], key
+        assert "--num-gpus=$STUDY_NODE_GPUS" in onprem[key][-1]
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-onprem.yaml"])
+def test_cluster_files_comment_every_key(name):
+    with open(os.path.join(ROOT, name)) as f:
         lines = f.read().splitlines()
     is_key = [bool(re.match(r"^\s*-?\s*[A-Za-z_\"~.][^:#]*:(\s|$)", line)) for line in lines]
     # Every key, a block's opening key too, has its comment on its own line or on the line above.
