@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from study import storage
+from study.checkpoints import config_key
 from study.errors import StudyError, reason
 from study.experiment_state import STATE_GLOB, repair_state, trial_states
 from study.schema import META_KEY, VARIANT_KEY, trial_config
@@ -57,6 +58,10 @@ def load_experiment(path: str) -> pd.DataFrame:
         trial_dir = storage.join(path, name)
         if not is_dir or not storage.is_file(storage.join(trial_dir, "params.json")):
             continue
+        if tune_state and name not in tune_state:
+            # A trial started after Tune's last state save, before a crash: on resume its
+            # configuration runs again as a trial Tune knows. Counting both would count it twice.
+            continue
         state = tune_state.get(name, {})
         results = read_results(storage.join(trial_dir, "result.json"))
         if results.empty and "epoch" in state.get("last_result", {}):
@@ -70,6 +75,10 @@ def load_experiment(path: str) -> pd.DataFrame:
         config = read_json(params)
         if not isinstance(config, dict) or not isinstance(config.get(META_KEY, {}), dict):
             raise StudyError(f"{params}: expected the trial's config as a JSON object")
+        if "config_key" in results:  # rows another config wrote under this folder name are not its
+            results = results[results["config_key"].isna() | (results["config_key"] == config_key(config))]
+            if results.empty:
+                continue
         status = state.get("status") or (
             "ERROR" if storage.is_file(storage.join(trial_dir, "error.txt")) else "UNKNOWN"
         )

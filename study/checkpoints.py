@@ -1,14 +1,68 @@
-"""Reading trial checkpoints safely: tensors and plain containers only, one message when corrupt."""
+"""Trial checkpoints: read safely (tensors and plain containers only), and found again after a crash.
+
+Every checkpoint folder holds the trainer's state (`trainer.pt`) and a small `meta.json`: the
+epoch it holds, a key of the trial's config, and the metrics of every epoch up to it. After a
+crash of the driver, Tune's saved state, and the result.json files Tune copies to storage with
+it, can be seconds older than the checkpoints on disk (the state is saved on a period, see
+`study.run.state_save_period`). A resumed trial then continues from its newest checkpoint by
+epoch, not from the one Tune last recorded, and first reports again ("replayed": true) the
+epochs after that one, so that result.json, ASHA and Optuna have every epoch. So at most the
+epoch in flight at the crash is trained again.
+"""
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from study.errors import StudyError, reason
 from study.schema import CHECKPOINT_FILE
 from study.storage import is_uri
+
+META_FILE = "meta.json"  # beside CHECKPOINT_FILE: {"epoch", "config_key", "history"}
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """A short key of a trial's config, the same from Tune's dict and from its params.json."""
+    plain = json.loads(json.dumps(dict(config), default=str))
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_meta(folder: str, epoch: int, key: str, history: list[Mapping[str, Any]]) -> None:
+    """meta.json: the epoch, the config's key, and the metrics reported for epochs 1..epoch."""
+    with open(os.path.join(folder, META_FILE), "w") as f:
+        json.dump({"epoch": epoch, "config_key": key, "history": [dict(m) for m in history]}, f, default=str)
+
+
+def read_meta(folder: str) -> dict[str, Any] | None:
+    """A checkpoint folder's meta.json, or None when absent, unreadable or not of that shape."""
+    try:
+        with open(os.path.join(folder, META_FILE)) as f:
+            meta = json.loads(f.read(50_000_000))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(meta, dict) and isinstance(meta.get("epoch"), int) and isinstance(meta.get("config_key"), str)
+    history = meta.get("history") if ok else None
+    ok = isinstance(history, list) and all(isinstance(m, dict) and isinstance(m.get("epoch"), int) for m in history)
+    return meta if ok else None
+
+
+def newest_first(trial_dir: str, key: str) -> list[tuple[str, dict[str, Any]]]:
+    """A trial's checkpoint folders for this config, newest epoch first, with their meta.json.
+
+    Folders without a readable meta.json, or written for another config (a folder name Tune gave
+    a new trial after a crash), are left out. Not yet checked: whether trainer.pt loads.
+    """
+    found = []
+    for folder in glob.glob(os.path.join(trial_dir, "checkpoint_*")):
+        meta = read_meta(folder)
+        if meta is not None and meta["config_key"] == key:
+            found.append((meta["epoch"], os.path.getmtime(folder), folder, meta))
+    return [(folder, meta) for _, _, folder, meta in sorted(found, reverse=True)]
 
 
 def read_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
@@ -24,12 +78,43 @@ def read_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
         ) from None
 
 
-def checkpoints_to_resume(experiment_path: str) -> list[str]:
-    """The checkpoint file each unfinished trial will resume from.
+def prune(trial_dir: str, key: str, keep: int) -> None:
+    """Empty this trial's checkpoint folders older than its newest `keep` (by epoch).
 
-    That is the one Tune's state records with the trial's last result (read as plain JSON),
-    not merely the newest on disk: after a crash, a newer checkpoint folder can exist that Tune
-    never recorded. Trials the state does not know fall back to their newest checkpoint.
+    The folders stay: Tune's saved state may still name one, and Tune refuses to restore a trial
+    whose recorded checkpoint folder is gone. A resumed trial never loads them (see `resume`).
+    Tune itself keeps more (see `study.tuner.TUNE_KEEP`) so that it rarely forces a state save.
+    """
+    for folder, _ in newest_first(trial_dir, key)[keep:]:
+        for name in (CHECKPOINT_FILE, META_FILE):
+            try:
+                os.remove(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass
+
+
+def recorded_epoch(trial_dir: str, checkpoint_path: str | None) -> int:
+    """The newest epoch Tune had saved for a trial: in its recorded checkpoint, or in the trial's
+    result.json in storage (which Tune copies there with its state). 0 when neither has one."""
+    meta = read_meta(checkpoint_path) if checkpoint_path else None
+    epochs = [meta["epoch"]] if meta else [0]
+    try:
+        with open(os.path.join(trial_dir, "result.json")) as f:
+            for line in f:
+                try:
+                    epochs.append(int(json.loads(line)["epoch"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a crash
+    except OSError:
+        pass
+    return max(epochs)
+
+
+def checkpoints_to_resume(experiment_path: str) -> list[str]:
+    """The checkpoint file each unfinished trial will try first when resumed (see the module doc).
+
+    That is its newest by meta.json; for checkpoints written before meta.json existed, the one
+    Tune's state records with the trial's last result (read as plain JSON), else the newest name.
     """
     from study.experiment_state import STATE_GLOB, trial_states
 
@@ -41,6 +126,10 @@ def checkpoints_to_resume(experiment_path: str) -> list[str]:
         state = known.get(name, {})
         if state.get("status") == "TERMINATED":
             continue  # finished: Tune will not load it again
+        newest = [folder for folder, meta in newest_by_meta(trial_dir)]
+        if newest:
+            files.append(os.path.join(newest[0], CHECKPOINT_FILE))
+            continue
         recorded = state.get("last_result", {}).get("checkpoint_dir_name")
         if isinstance(recorded, str) and os.path.basename(recorded) == recorded:
             files.append(os.path.join(trial_dir, recorded, CHECKPOINT_FILE))
@@ -49,6 +138,16 @@ def checkpoints_to_resume(experiment_path: str) -> list[str]:
         if on_disk:
             files.append(os.path.join(on_disk[-1], CHECKPOINT_FILE))
     return files
+
+
+def newest_by_meta(trial_dir: str) -> list[tuple[str, dict[str, Any]]]:
+    """newest_first for the config the trial folder's params.json holds now."""
+    try:
+        with open(os.path.join(trial_dir, "params.json")) as f:
+            config = json.loads(f.read(10_000_000))
+    except (OSError, ValueError):
+        return []
+    return newest_first(trial_dir, config_key(config)) if isinstance(config, dict) else []
 
 
 def is_readable(path: str) -> bool:
@@ -61,10 +160,16 @@ def is_readable(path: str) -> bool:
 
 def fallback_checkpoint(trial_dir: str, corrupt: str) -> str | None:
     """The newest readable checkpoint file of a trial older than `corrupt`, or None (start over)."""
-    name = os.path.basename(os.path.dirname(corrupt))
-    older = sorted(p for p in glob.glob(os.path.join(trial_dir, "checkpoint_*")) if os.path.basename(p) < name)
-    for folder in reversed(older):
-        path = os.path.join(folder, CHECKPOINT_FILE)
+    folder = os.path.dirname(corrupt)
+    ordered = [f for f, _ in newest_by_meta(trial_dir)]
+    if folder in ordered:  # by epoch
+        older = ordered[ordered.index(folder) + 1 :]
+    else:  # checkpoints without meta.json: by name
+        name = os.path.basename(folder)
+        older = sorted(p for p in glob.glob(os.path.join(trial_dir, "checkpoint_*")) if os.path.basename(p) < name)
+        older.reverse()
+    for candidate in older:
+        path = os.path.join(candidate, CHECKPOINT_FILE)
         if is_readable(path):
             return path
     return None

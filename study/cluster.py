@@ -50,9 +50,6 @@ def connect(address: str | None) -> None:
     A cluster given by --address keeps Ray's own settings (see README "On a cluster").
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phone-home from offline machines
-    # Save Tune's experiment state after every step, not every ~10 s: after a crash each trial
-    # then resumes from its newest checkpoint, so at most the epoch in flight is run again.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     if address and address != "auto":
         check_reachable(address)
     if not address and "ray" not in sys.modules:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study import storage
-from study.checkpoints import read_checkpoint
+from study.checkpoints import newest_by_meta, read_checkpoint
 from study.errors import StudyError, reason
 from study.schema import CHECKPOINT_FILE
 
@@ -29,6 +29,9 @@ IMAGE_SIDE = 32  # every model here reads 32x32 RGB, as the datasets are stored
 
 
 def newest_checkpoint(trial_dir: str) -> str:
+    """The trial's checkpoint of its latest epoch (by meta.json; by folder name for older ones)."""
+    if not storage.is_uri(trial_dir) and (by_epoch := newest_by_meta(trial_dir)):
+        return os.path.join(by_epoch[0][0], CHECKPOINT_FILE)
     names = sorted(n for n, is_dir in storage.list_dir(trial_dir) if is_dir and n.startswith("checkpoint_"))
     if not names:
         raise StudyError(f"{trial_dir}: the trial has no checkpoint to export")

@@ -238,6 +238,7 @@ def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[st
     from study.tuner import make_tuner
 
     warn_if_local_storage(plan.storage)
+    set_state_save_period(plan.spec.num_trials())
     path = storage.create_experiment_dir(plan.storage, plan.name or plan.spec.name, exact=bool(plan.name))
     banner(plan.spec, path, resources)
     storage.write_text(storage.join(path, SPEC_FILE), plan.spec.text)
@@ -250,8 +251,31 @@ def resume_experiment(path: str, resources: dict[str, float], command: Sequence[
     from study.tuner import restore_tuner
 
     banner(spec, path, resources, resumed=True)
+    set_state_save_period(spec.num_trials())
     write_environment(path, command, resumed=True)
-    return fit(restore_tuner(path, resources), path)
+    return fit(restore_tuner(path, resources, spec.keep_checkpoints), path)
+
+
+# Set by the user before `study` started, it wins over state_save_period.
+USER_STATE_PERIOD = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
+
+
+def state_save_period(num_trials: int) -> float:
+    """Seconds between saves of Tune's experiment state: 10 ms per trial, from 1 s to 60 s.
+
+    Tune's state holds every trial (about 25 KB each) and is written whole at each save, so
+    saving it after every result (Tune's TUNE_GLOBAL_CHECKPOINT_S=0) costs time and bytes per
+    result that grow with the number of trials. A period that grows with the state keeps both
+    flat per result (benchmarks/flat_cost.py). Ray's own "auto" waits at least 10 s, whatever
+    the size. A stale state costs no repeated epochs: a resumed trial continues from its
+    newest checkpoint, whatever Tune last recorded (see study.checkpoints).
+    """
+    return min(60.0, max(1.0, 0.01 * num_trials))
+
+
+def set_state_save_period(num_trials: int) -> None:
+    if USER_STATE_PERIOD is None:
+        os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = f"{state_save_period(num_trials):g}"
 
 
 def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: bool = False) -> None:

@@ -1,7 +1,8 @@
 """The Ray Tune function trainable: a thin wrapper over `study.train.Trainer`.
 
-It turns Tune's `config` into a `TrialConfig`, resumes from `tune.get_checkpoint()` if Tune
-hands one over, and after every epoch reports the metrics with a checkpoint of the full state.
+It turns Tune's `config` into a `TrialConfig`, resumes from the trial's newest checkpoint (see
+`study.checkpoints`), and after every epoch reports the metrics, with a checkpoint of the full
+state every `checkpoint_every` epochs and at the last.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from typing import Any
 import ray
 from ray import tune
 
-from study.checkpoints import fallback_checkpoint
+from study.checkpoints import config_key, fallback_checkpoint, newest_first, prune, recorded_epoch, write_meta
 from study.data import load_dataset
 from study.errors import StudyError
 from study.schema import CHECKPOINT_FILE, trial_config
+from study.storage import is_uri
 from study.train import Trainer
+
+log = logging.getLogger(__name__)
 
 
 def memory_mb() -> dict[str, float]:
@@ -51,13 +55,49 @@ def resume_from(trainer: Trainer, checkpoint: tune.Checkpoint) -> None:
         fallback = fallback_checkpoint(trial_dir, os.path.join(checkpoint.path, CHECKPOINT_FILE))
     if fallback is not None:
         trainer.load(fallback)
-    logging.getLogger(__name__).warning(
-        "unreadable checkpoint %s; resumed from %s", checkpoint.path, fallback or "the first epoch"
-    )
+    log.warning("unreadable checkpoint %s; resumed from %s", checkpoint.path, fallback or "the first epoch")
 
 
-def train_trial(config: dict[str, Any]) -> None:
-    """Train one trial, reporting once per epoch. Resumes from Tune's checkpoint if there is one."""
+def resume(
+    trainer: Trainer, checkpoint: tune.Checkpoint | None, trial_dir: str | None, key: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Continue from the trial's newest readable checkpoint, by the epoch its meta.json records.
+
+    Returns (history, replay): the metrics of every epoch up to the loaded checkpoint, and those
+    of the epochs Tune had not saved before a crash (see `recorded_epoch`), to report again.
+    Without a local trial folder (storage on a URI) or meta.json (older checkpoints), Tune's
+    checkpoint is used as before, with nothing to replay.
+    """
+    for folder, meta in newest_first(trial_dir, key) if trial_dir and os.path.isdir(trial_dir) else []:
+        try:
+            trainer.load(os.path.join(folder, CHECKPOINT_FILE))
+        except StudyError as exc:
+            log.warning("%s; trying the checkpoint before it", exc)
+            continue
+        recorded = recorded_epoch(trial_dir, checkpoint.path if checkpoint is not None else None)
+        history = meta["history"]
+        return history, [m for m in history if m["epoch"] > recorded]
+    if checkpoint is not None:
+        resume_from(trainer, checkpoint)
+    return [], []
+
+
+def local_trial_dir(checkpoint: tune.Checkpoint | None, experiment_path: str | None) -> str | None:
+    """This trial's folder in the experiment, when the storage is a local (or NFS) folder."""
+    if checkpoint is not None and not is_uri(checkpoint.path):
+        return os.path.dirname(checkpoint.path)
+    if experiment_path and not is_uri(experiment_path):
+        # Tune's trial folder name: the same on the driver's staging folder and in storage.
+        return os.path.join(experiment_path, os.path.basename(tune.get_context().get_trial_dir()))
+    return None
+
+
+def train_trial(config: dict[str, Any], experiment_path: str | None = None, keep: int | None = None) -> None:
+    """Train one trial, reporting once per epoch; resumes from its newest checkpoint if it has one.
+
+    `experiment_path`: the experiment folder, where the trial finds its checkpoints (see
+    `study.checkpoints`); `keep`: how many checkpoints keep their files (None: Tune decides).
+    """
     # Ray logs every persisted checkpoint at INFO from the worker; once per epoch per trial drowns
     # the progress table. Warnings still show.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
@@ -66,25 +106,47 @@ def train_trial(config: dict[str, Any]) -> None:
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test)  # cached per worker
     data_s = time.perf_counter() - start  # reported with every epoch: what this trial paid for its data
     trainer = Trainer(cfg, data)
+    key = config_key(config)
+    trial_dir = None
     try:
         checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            resume_from(trainer, checkpoint)  # continues at the next epoch, not at 0
-        train_epochs(trainer, cfg, data_s)
+        trial_dir = local_trial_dir(checkpoint, experiment_path)
+        history, replay = resume(trainer, checkpoint, trial_dir, key)
+        for metrics in replay:  # epochs Tune's saved state had not seen: result.json, ASHA, Optuna
+            tune.report({**metrics, "replayed": True})
+        if not (history and history[-1].get("diverged")):  # a diverged trial stays stopped
+            train_epochs(trainer, cfg, data_s, key, history, trial_dir if keep else None, keep or 0)
     finally:
         # Tune ends a stopped trial by raising SystemExit in this thread, and the traceback keeps
         # the frames' locals alive. Left there, the model and tensors would be freed when the
         # worker process exits, from this thread, which then aborts the process (SIGABRT in
         # take_gil, seen at the end of a study with reused workers). Free them now.
         trainer.close()
+        if keep and trial_dir:  # also when Tune stopped the trial inside its last report (ASHA)
+            prune(trial_dir, key, keep)
 
 
-def train_epochs(trainer: Trainer, cfg: Any, data_s: float) -> None:
-    """Epochs until cfg.epochs (or divergence), each reported, with a checkpoint as configured."""
+def train_epochs(
+    trainer: Trainer,
+    cfg: Any,
+    data_s: float,
+    key: str,
+    history: list[dict[str, Any]],
+    prune_dir: str | None = None,
+    keep: int = 0,
+) -> None:
+    """Epochs until cfg.epochs (or divergence), each reported, with a checkpoint as configured.
+
+    `history` (the metrics of the epochs before, from the checkpoint resumed) grows by each epoch
+    and goes into every checkpoint's meta.json. With `prune_dir`, checkpoints beyond the newest
+    `keep` there are emptied after each new one.
+    """
     node_id = ray.get_runtime_context().get_node_id()
     while trainer.epoch < cfg.epochs:
         metrics = trainer.run_epoch()
         metrics.update(node_id=node_id, pid=os.getpid(), device=str(trainer.device), data_s=data_s, **memory_mb())
+        metrics["config_key"] = key  # whose row this is, should a folder name ever be given twice
+        history.append(metrics)
         save = trainer.epoch % cfg.checkpoint_every == 0 or trainer.epoch == cfg.epochs or metrics["diverged"]
         if not save:
             tune.report(metrics)
@@ -95,6 +157,9 @@ def train_epochs(trainer: Trainer, cfg: Any, data_s: float) -> None:
                 trainer.save(path)
                 metrics["checkpoint_s"] = time.perf_counter() - start  # written to local disk
                 metrics["checkpoint_mb"] = os.path.getsize(path) / 2**20
+                write_meta(folder, trainer.epoch, key, history)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            if prune_dir:
+                prune(prune_dir, key, keep)
         if metrics["diverged"]:
             return  # loss is NaN/inf: stop this trial, let the study go on

@@ -14,7 +14,7 @@ from study.progress import EtaCallback
 from study.schema import META_KEY, VARIANT_KEY
 from study.space import Domain, StudySpec
 from study.state_backup import StateBackup
-from study.storage import basename, parent
+from study.storage import basename, is_uri, parent
 from study.trainable import train_trial
 
 
@@ -105,8 +105,24 @@ class AshaAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-def make_trainable(resources: dict[str, float]) -> Any:
-    return tune.with_resources(train_trial, resources)
+# Tune forces a save of its whole experiment state whenever a trial has written num_to_keep
+# checkpoints since the last save (so that its state never names a checkpoint it deleted): with a
+# small num_to_keep, a save per trial, each the size of all trials. On local storage Tune keeps
+# this many, and the trials themselves empty all but the file's `keep_checkpoints` newest
+# (`study.checkpoints.prune`), so the disk holds what the file says.
+TUNE_KEEP = 20
+
+
+def make_trainable(resources: dict[str, float], experiment_path: str, keep: int) -> Any:
+    """The trainable, told its experiment folder (where a resumed trial finds its checkpoints)
+    and how many checkpoints keep their files (on local storage; on a URI Tune's num_to_keep)."""
+    local = not is_uri(experiment_path)
+    trainable = tune.with_parameters(train_trial, experiment_path=experiment_path, keep=keep if local else None)
+    return tune.with_resources(trainable, resources)
+
+
+def tune_keep(experiment_path: str, keep: int) -> int:
+    return keep if is_uri(experiment_path) else max(keep, TUNE_KEEP)
 
 
 def trial_name(trial: Any) -> str:
@@ -138,7 +154,7 @@ def progress_reporter(spec: StudySpec) -> tune.CLIReporter:
 def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float]) -> tune.Tuner:
     """A new Tuner writing into `experiment_path` (storage folder / run name)."""
     return tune.Tuner(
-        make_trainable(resources),
+        make_trainable(resources, experiment_path, spec.keep_checkpoints),
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
             metric=spec.metric,
@@ -157,7 +173,7 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
             name=basename(experiment_path),
             storage_path=parent(experiment_path),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=tune_keep(experiment_path, spec.keep_checkpoints)),
             verbose=1,  # the status table only (see progress_reporter)
             progress_reporter=progress_reporter(spec),
             callbacks=[StateBackup(experiment_path), EtaCallback(spec.num_trials(), spec.max_epochs())],
@@ -165,6 +181,7 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
     )
 
 
-def restore_tuner(experiment_path: str, resources: dict[str, float]) -> tune.Tuner:
+def restore_tuner(experiment_path: str, resources: dict[str, float], keep: int) -> tune.Tuner:
     """Ray's own restore: finished trials stay finished, the rest continue from their checkpoints."""
-    return tune.Tuner.restore(experiment_path, make_trainable(resources), resume_unfinished=True, resume_errored=True)
+    trainable = make_trainable(resources, experiment_path, keep)
+    return tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)

@@ -35,6 +35,33 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def cluster_pids(temp_dir: str) -> list[int]:
+    """A `ray start` cluster's processes: those naming its own --temp-dir, and their children."""
+    own = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if temp_dir.encode() in f.read():
+                        own.append(int(entry))
+            except OSError:
+                continue
+    return sorted({p for pid in own for p in [pid, *children_of(pid)]})
+
+
+def stop_cluster(temp_dir: str) -> None:
+    """SIGKILL a cluster's processes (see cluster_pids); wait until they are gone."""
+    pids = cluster_pids(temp_dir)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 30
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import tempfile
@@ -19,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from tests.processes import alive, children_of, experiment_rows
+from tests.processes import experiment_rows, stop_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -30,31 +29,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
-
-
-def cluster_pids(temp_dir: str) -> list[int]:
-    own = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if temp_dir.encode() in f.read():
-                        own.append(int(entry))
-            except OSError:
-                continue
-    return sorted({p for pid in own for p in [pid, *children_of(pid)]})
-
-
-def stop_cluster(temp_dir: str) -> None:
-    pids = cluster_pids(temp_dir)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.time() + 30
-    while any(alive(p) for p in pids) and time.time() < deadline:
-        time.sleep(0.2)
 
 
 class Cluster:

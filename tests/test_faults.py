@@ -50,26 +50,36 @@ def trial_dirs(exp: str) -> list[str]:
     return sorted(d for d in glob.glob(os.path.join(exp, "*-s*-*")) if os.path.isdir(d))
 
 
-def test_driver_sigkill_then_resume_loses_and_repeats_nothing(write_yaml, tmp_path):
+@pytest.mark.parametrize("stale", [False, True], ids=["study-period", "stale-state"])
+def test_driver_sigkill_then_resume_loses_and_repeats_nothing(write_yaml, tmp_path, stale):
     space = write_yaml(CRASH_SPACE)
     exp = str(tmp_path / "crash")
-    proc = start_study(["run", space, "--storage-path", str(tmp_path), "--name", "crash"], str(tmp_path / "run.log"))
+    # stale: Tune saves its state once at the start and not again before the kill, so it
+    # records no checkpoint at all; the trials must find their newest ones on disk themselves.
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "3600"} if stale else None
+    args = ["run", space, "--storage-path", str(tmp_path), "--name", "crash"]
+    proc = start_study(args, str(tmp_path / "run.log"), env=env)
     try:
-        wait_for(lambda: glob.glob(os.path.join(exp, "*", "checkpoint_000000")), 180, "a first checkpoint", proc)
-        # ... and Tune has recorded a result: a kill before that leaves nothing to analyse.
-        wait_for(lambda: recorded_epochs(exp) > 0, 60, "a result in Tune's state", proc)
+        if stale:
+            wait_for(lambda: glob.glob(os.path.join(exp, "*", "checkpoint_000001")), 180, "two epochs", proc)
+            assert recorded_epochs(exp) == 0  # the state on disk knows no result yet
+        else:
+            wait_for(lambda: glob.glob(os.path.join(exp, "*", "checkpoint_000000")), 180, "a first checkpoint", proc)
+            # ... and Tune has recorded a result: a kill before that leaves nothing to analyse.
+            wait_for(lambda: recorded_epochs(exp) > 0, 60, "a result in Tune's state", proc)
     finally:
         kill_tree(proc)  # SIGKILL: no clean shutdown, no final state save
     before = {os.path.basename(d): (len(rows(d)), checkpoint_epochs(d)) for d in trial_dirs(exp)}
     assert any(k >= 1 for _, k in before.values())
 
-    # The interrupted experiment can be analysed as it stands.
+    # The interrupted experiment can be analysed as it stands: as far as Tune saved it (its
+    # result.json files reach the experiment folder with its state, so none when stale).
     from study.cli import main
 
-    assert main(["analyze", exp, "--out", str(tmp_path / "interrupted")]) == 0
-    assert (tmp_path / "interrupted" / "per_variant.csv").exists()
+    assert main(["analyze", exp, "--out", str(tmp_path / "interrupted")]) == (2 if stale else 0)
+    assert (tmp_path / "interrupted" / "per_variant.csv").exists() != stale
 
-    resumed = start_study(["resume", exp], str(tmp_path / "resume.log"))
+    resumed = start_study(["resume", exp], str(tmp_path / "resume.log"), env=env)
     try:
         assert resumed.wait(timeout=300) == 0, open(tmp_path / "resume.log").read()[-3000:]
     finally:
@@ -80,20 +90,24 @@ def test_driver_sigkill_then_resume_loses_and_repeats_nothing(write_yaml, tmp_pa
     trials = ExperimentAnalysis(exp).trials
     assert len(trials) == 4 and len({t.trial_id for t in trials}) == 4
     assert all(t.status == "TERMINATED" for t in trials), [t.status for t in trials]
-    total_rows = 0
+    trained_rows = 0
     for d in trial_dirs(exp):
-        epochs = [r["epoch"] for r in rows(d)]
-        total_rows += len(epochs)
-        assert epochs[-1] == 4
+        results = rows(d)
+        epochs = [r["epoch"] for r in results]
+        assert epochs[-1] == 4 and sorted(set(epochs)) == [1, 2, 3, 4], (d, epochs)  # no epoch missing
         n_before, k = before.get(os.path.basename(d), (0, 0))
-        after = epochs[n_before:]
-        if k and after:
-            # Resumes at k+1 from the newest checkpoint; k only if that checkpoint was written
-            # in the instant before the kill, before Tune recorded it.
-            assert after[0] in (k, k + 1), (d, epochs, k)
-        assert sorted(set(epochs)) == [1, 2, 3, 4]
+        trained = [r["epoch"] for r in results[n_before:] if not r.get("replayed")]
+        replayed = [r["epoch"] for r in results[n_before:] if r.get("replayed")]
+        trained_rows += n_before + len(trained)
+        if k and trained:
+            # Trained again from k+1, the newest checkpoint (k when that one was cut short by
+            # the kill); the epochs up to it that Tune's state had not seen are replayed, not trained.
+            assert trained[0] in (k, k + 1), (d, epochs, k)
+            assert all(e <= k for e in replayed), (d, replayed, k)
+        if stale and k >= 2:
+            assert replayed[: k - 1] == list(range(1, k)), (d, replayed, k)  # Tune's state had none
     in_flight = 2  # 2 CPUs, 1 per trial
-    assert total_rows <= 4 * 4 + in_flight
+    assert trained_rows <= 4 * 4 + in_flight
 
 
 WORKER_SPACE = """

@@ -68,8 +68,11 @@ def test_tuner_with_asha_reports_stops_and_checkpoints(ray_session, write_yaml, 
     with torch.no_grad():
         correct = sum((trainer.model(x).argmax(1) == y).sum().item() for x, y in test)
     assert correct / len(test.labels) == pytest.approx(best.metrics["test_acc"])
-    # num_to_keep=2: older checkpoints are deleted as the trial goes.
-    assert len(glob.glob(os.path.join(best.path, "checkpoint_*"))) <= 2
+    # keep_checkpoints 2: older checkpoints are emptied as the trial goes (the folders stay, for
+    # Tune's state); the two kept hold the last two epochs.
+    kept = glob.glob(os.path.join(best.path, "checkpoint_*", "trainer.pt"))
+    assert len(glob.glob(os.path.join(best.path, "checkpoint_*"))) == 3 and len(kept) == 2
+    assert sorted(json.load(open(os.path.join(os.path.dirname(p), "meta.json")))["epoch"] for p in kept) == [2, 3]
 
 
 QUICK = """
