@@ -98,6 +98,16 @@ class SimulatedCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
+def state_note(sizes: list[int]) -> str:
+    if "TUNE_GLOBAL_CHECKPOINT_S" in os.environ:
+        return f"{os.environ['TUNE_GLOBAL_CHECKPOINT_S']} s (TUNE_GLOBAL_CHECKPOINT_S, set for this run)"
+    try:
+        from study.run import state_save_period
+    except ImportError:  # a checkout from before the period existed
+        return "step (TUNE_GLOBAL_CHECKPOINT_S=0, as study set it then)"
+    return ", ".join(f"{state_save_period(n):g} s at {n} trials" for n in sizes) + " (study.run.state_save_period)"
+
+
 def count_results(exp: str) -> int:
     total = 0
     for path in glob.glob(os.path.join(exp, "*", "result.json")):
@@ -161,7 +171,7 @@ def main() -> None:
         f"Flat cost per result: {args.nodes} simulated nodes (2 CPU, 8 logical GPUs each), trials at 0.25 GPU",
         rows,
         verdict,
-        notes=f"Tune state saving: TUNE_GLOBAL_CHECKPOINT_S={os.environ.get('TUNE_GLOBAL_CHECKPOINT_S', 'as study sets it')}.",
+        notes=f"Tune's state saved every {state_note(args.sizes)}.",
     )
 
 
