@@ -43,8 +43,8 @@ from tests.processes import alive, children_of, experiment_rows
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-PACKAGES = ["openssh-server", "rsync", "netcat-openbsd"]
-TOOLS = ["/usr/sbin/sshd", "rsync", "nc", "ssh", "ssh-keygen", "unshare"]
+PACKAGES = ["openssh-server", "rsync", "netcat-openbsd", "iproute2"]
+TOOLS = ["/usr/sbin/sshd", "rsync", "nc", "ssh", "ssh-keygen", "unshare", "ip"]
 
 STUDY = """
 name: launched
