@@ -94,10 +94,15 @@ def prune(trial_dir: str, key: str, keep: int) -> None:
 
 
 def recorded_epoch(trial_dir: str, checkpoint_path: str | None) -> int:
-    """The newest epoch Tune had saved for a trial: in its recorded checkpoint, or in the trial's
-    result.json in storage (which Tune copies there with its state). 0 when neither has one."""
-    meta = read_meta(checkpoint_path) if checkpoint_path else None
-    epochs = [meta["epoch"]] if meta else [0]
+    """The newest epoch Tune's restored state knows for a trial: that of the checkpoint Tune
+    handed over (its state, scheduler and searcher were saved together), 0 without one. When
+    that checkpoint's files were pruned, the newest epoch in the trial's result.json instead."""
+    if checkpoint_path is None:
+        return 0
+    meta = read_meta(checkpoint_path)
+    if meta is not None:
+        return meta["epoch"]
+    epochs = [0]
     try:
         with open(os.path.join(trial_dir, "result.json")) as f:
             for line in f:

@@ -183,5 +183,6 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
 
 def restore_tuner(experiment_path: str, resources: dict[str, float], keep: int) -> tune.Tuner:
     """Ray's own restore: finished trials stay finished, the rest continue from their checkpoints."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the saved CLIReporter, not a config box per trial
     trainable = make_trainable(resources, experiment_path, keep)
     return tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)

@@ -330,11 +330,11 @@ class LaunchedCluster:
         the head only); returns what is left in the nodes' namespaces after up to `wait_s`."""
         started = time.time()
         self.ray("down", "-y", self.config)
-        for worker in self.nodes[1:]:  # README's loop: ssh USER@WORKER 'source ~/.bashrc; ray stop'
+        for worker in self.nodes[1:]:  # README's loop; Ray's own way into the node's environment
             ssh = ["ssh", "-i", launcher.key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
             if worker.port != 22:
                 ssh += ["-p", str(worker.port)]
-            run([*ssh, f"root@{worker.address}", "source ~/.bashrc; ray stop"])
+            run([*ssh, f"root@{worker.address}", "bash --login -c -i 'source ~/.bashrc; ray stop'"])
         deadline = time.time() + wait_s
         while (left := {p: c for n in self.nodes for p, c in n.leftover().items()}) and time.time() < deadline:
             time.sleep(0.5)
