@@ -31,23 +31,10 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import ROOT, record, write_space  # noqa: E402
+from benchmarks.trial_overhead import TRIVIAL as TRIVIAL_TRIAL  # noqa: E402
 
-TRIVIAL = """
-name: flat
-dataset: synthetic
-scheduler: {{type: fifo}}
-resources: {{cpu: 1, gpu: 0.25}}
-num_samples: {trials}
-space:
-  epochs: 3
-  max_steps_per_epoch: 1
-  batch_size: 64
-  model: cnn
-  channels: 4
-  fc_width: 16
-  num_train: 256
-  num_test: 64
-"""
+# trial_overhead.py's trivial trial, with a quarter of a (logical) GPU each.
+TRIVIAL = TRIVIAL_TRIAL.replace("name: trivial", "name: flat").replace("{{cpu: 1}}", "{{cpu: 1, gpu: 0.25}}")
 
 # Runs `study` in this process and records what the process itself did, at exit.
 WRAPPER = """
