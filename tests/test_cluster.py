@@ -10,7 +10,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,17 +17,11 @@ import time
 import pytest
 import yaml
 
-from tests.processes import experiment_rows, stop_cluster
+from tests.processes import experiment_rows, free_port, stop_cluster
 
 pytestmark = pytest.mark.slow
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:

@@ -38,7 +38,7 @@ import time
 import pytest
 import yaml
 
-from tests.processes import alive, children_of, experiment_rows
+from tests.processes import alive, children_of, experiment_rows, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -85,12 +85,6 @@ def ensure_tools() -> None:
         proc = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert not missing_tools(), f"still missing after apt-get: {missing_tools()}"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def port_in_use(port: int) -> bool:
