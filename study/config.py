@@ -60,7 +60,7 @@ class TrialConfig:
     momentum: float = option(0.9, in_range(0, 0.999, what="a momentum"))  # sgd only
     weight_decay: float = option(0.0, in_range(0))  # L2, as torch.optim applies it
     batch_size: int = option(256, _count(65536))  # images per optimiser step
-    eval_batch_size: int = option(1024, _count(65536))  # images per forward pass in evaluation
+    eval_batch_size: int = option(256, _count(65536))  # images per forward pass in evaluation (peak memory)
     epochs: int = option(20, _count(10_000))  # full passes over the train split
     max_steps_per_epoch: int = option(0, _count(10**9, 0))  # cap steps per epoch (0 = whole split); smoke tests
     seed: int = option(0, _count(MAX_SEED, 0))  # model init, batch order and augmentation

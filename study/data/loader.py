@@ -26,6 +26,8 @@ class BatchLoader:
         drop_last_single: drop a final batch of one image (BatchNorm cannot train on it).
         max_batches: stop the epoch after this many batches (0 = all); the order is still a
             permutation of the whole split.
+        indices: without a generator, yield only these images, in this order (a fixed subset
+            that is gathered batch by batch, never copied whole). None = every image.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class BatchLoader:
         generator: torch.Generator | None = None,
         drop_last_single: bool = False,
         max_batches: int = 0,
+        indices: torch.Tensor | None = None,
     ) -> None:
         if images.dtype != torch.uint8:
             raise TypeError(f"images must be uint8, got {images.dtype}")
@@ -48,6 +51,9 @@ class BatchLoader:
         self.generator = generator
         self.drop_last_single = drop_last_single
         self.max_batches = max_batches
+        if indices is not None and generator is not None:
+            raise ValueError("indices are for a fixed, unshuffled subset: pass no generator")
+        self.indices = indices
         dev = images.device
         std_t = torch.tensor(std, device=dev).view(1, -1, 1, 1)
         mean_t = torch.tensor(mean, device=dev).view(1, -1, 1, 1)
@@ -56,7 +62,7 @@ class BatchLoader:
         self.shift = -mean_t / std_t
 
     def __len__(self) -> int:
-        n, bs = len(self.labels), self.batch_size
+        n, bs = len(self.labels) if self.indices is None else len(self.indices), self.batch_size
         batches = (n + bs - 1) // bs
         if self.drop_last_single and n % bs == 1 and batches > 1:
             batches -= 1
@@ -65,6 +71,8 @@ class BatchLoader:
     def order(self) -> torch.Tensor:
         """This epoch's permutation of indices (identity when not shuffling)."""
         n, dev = len(self.labels), self.labels.device
+        if self.indices is not None:
+            return self.indices
         if self.generator is None:
             return torch.arange(n, device=dev)
         return torch.randperm(n, generator=self.generator, device=dev)
