@@ -129,6 +129,19 @@ def test_loader_max_batches_caps_the_epoch():
     assert len(loader) == 3 and sum(len(y) for _, y in loader) == 30
 
 
+def test_loader_indices_yield_that_subset_in_order_without_a_copy():
+    images = torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1).expand(50, 3, 4, 4).contiguous()
+    subset = torch.tensor([7, 3, 41, 0, 19])
+    loader = BatchLoader(images, torch.arange(50), 2, (0.0,) * 3, (1 / 255,) * 3, indices=subset)
+    batches = list(loader)
+    assert len(loader) == 3 and [len(y) for _, y in batches] == [2, 2, 1]
+    assert torch.cat([y for _, y in batches]).tolist() == subset.tolist()
+    assert torch.cat([x[:, 0, 0, 0] for x, _ in batches]).tolist() == [7.0, 3.0, 41.0, 0.0, 19.0]
+    assert loader.images is images  # gathered batch by batch from the split itself
+    with pytest.raises(ValueError, match="no generator"):
+        BatchLoader(images, torch.arange(50), 2, (0.0,) * 3, (1.0,) * 3, generator=torch.Generator(), indices=subset)
+
+
 def test_channel_stats_in_chunks_match_the_direct_formula():
     from study.data.datasets import channel_stats
 
@@ -175,14 +188,78 @@ def test_imagefolder_decodes_once_and_again_when_a_file_changes(tmp_path, monkey
 
     root = make_imagefolder(tmp_path)
     first = load_dataset.__wrapped__("imagefolder", root)
-    assert len(list((tmp_path / ".study-cache").glob("*.pt"))) == 2  # train and test, beside the images
+    assert len(list((tmp_path / ".study-cache").glob("imagefolder-*.pt"))) == 1  # beside the images
 
     def no_decoding(folder, index):
-        raise AssertionError("decoded although the cache holds this split")
+        raise AssertionError("decoded although the cache holds this folder")
 
     monkeypatch.setattr(datasets, "load_image", no_decoding)
     again = load_dataset.__wrapped__("imagefolder", root)  # from the memory-mapped cache
     assert torch.equal(again.train_x, first.train_x) and torch.equal(again.test_y, first.test_y)
+    assert again.classes == first.classes == ("cat", "dog") and again.mean == first.mean
     os.utime(tmp_path / "train" / "cat" / "0.png", ns=(1, 1))  # the folder changed
     with pytest.raises(AssertionError, match="decoded although"):
         load_dataset.__wrapped__("imagefolder", root)
+
+
+def count_loads(monkeypatch, name: str) -> list[int]:
+    """Count the calls of dataset `name`'s own loader (the work the machine cache saves)."""
+    loader = DATASETS.get(name)
+    calls: list[int] = []
+
+    def counted(**kwargs):
+        calls.append(1)
+        return loader(**kwargs)
+
+    counted.source_key = loader.source_key
+    monkeypatch.setitem(DATASETS._entries, name, counted)
+    return calls
+
+
+def test_a_dataset_loads_once_per_machine_and_each_cut_reads_the_cache(tmp_path, monkeypatch):
+    calls = count_loads(monkeypatch, "digits")
+    whole = load_dataset.__wrapped__("digits", str(tmp_path))
+    cut = load_dataset.__wrapped__("digits", str(tmp_path), num_train=100)  # as a new process would
+    again = load_dataset.__wrapped__("digits", str(tmp_path))
+    assert len(calls) == 1
+    assert torch.equal(again.train_x, whole.train_x) and again.mean == whole.mean and again.classes == whole.classes
+    assert len(cut.train_y) == 100 and len(cut.test_y) == len(whole.test_y)
+    # The same cut whether the whole split came from the loader or from the cache.
+    fresh = load_dataset.__wrapped__("digits", str(tmp_path / "elsewhere"), num_train=100)
+    assert len(calls) == 2 and torch.equal(cut.train_x, fresh.train_x)
+
+
+def test_synthetic_sizes_are_cached_apart(tmp_path, monkeypatch):
+    calls = count_loads(monkeypatch, "synthetic")
+    small = load_dataset.__wrapped__("synthetic", str(tmp_path), num_train=64, num_test=32)
+    large = load_dataset.__wrapped__("synthetic", str(tmp_path), num_train=128, num_test=32)
+    assert (len(small.train_y), len(large.train_y), len(calls)) == (64, 128, 2)
+    assert len(list((tmp_path / ".study-cache").glob("synthetic-*.pt"))) == 2
+
+
+def test_a_damaged_cache_file_is_loaded_again_and_replaced(tmp_path, monkeypatch):
+    calls = count_loads(monkeypatch, "digits")
+    first = load_dataset.__wrapped__("digits", str(tmp_path))
+    (path,) = (tmp_path / ".study-cache").glob("digits-*.pt")
+    path.write_bytes(path.read_bytes()[:1000])  # cut short (a full disk, a copy stopped half-way)
+    again = load_dataset.__wrapped__("digits", str(tmp_path))
+    assert len(calls) == 2 and torch.equal(again.train_x, first.train_x)
+    assert len(list((tmp_path / ".study-cache").glob("*.pt"))) == 1 and not list(tmp_path.rglob("*.tmp-*"))
+    load_dataset.__wrapped__("digits", str(tmp_path))
+    assert len(calls) == 2  # the rewritten file serves
+
+
+def test_a_data_folder_without_room_for_a_cache_still_loads(tmp_path, monkeypatch):
+    calls = count_loads(monkeypatch, "digits")
+    (tmp_path / ".study-cache").write_text("a file where the cache folder would go")
+    for _ in range(2):
+        assert len(load_dataset.__wrapped__("digits", str(tmp_path)).train_y) > 0
+    assert len(calls) == 2 and (tmp_path / ".study-cache").read_text().startswith("a file")
+
+
+def test_a_failed_first_load_leaves_no_cache_folder(tmp_path):
+    root = make_imagefolder(tmp_path)
+    (tmp_path / "train" / "cat" / "1.png").write_bytes(b"")  # unreadable
+    with pytest.raises(StudyError, match="1.png: unreadable image"):
+        load_dataset.__wrapped__("imagefolder", root)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test", "train"]

@@ -1,19 +1,22 @@
 """Dataset registry. Every dataset loads to uint8 tensors (N, 3, 32, 32) and int64 labels.
 
-Loaders do no work at import; each is called once per worker process (see `load_dataset`).
+Loaders do no work at import. Each runs once per machine for a given source (its result is
+cached and memory-mapped, see `study.data.cache`) and is held once per worker process (see
+`load_dataset`).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import torch
 import torch.nn.functional as F
 
+from study.data.cache import load_cached, source_key, tree_key
 from study.errors import StudyError, reason
 from study.registry import Registry
 
@@ -76,10 +79,13 @@ def subset(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torc
 def load_dataset(name: str, data_dir: str = "~/.cache/cifar-study", num_train: int = 0, num_test: int = 0) -> ImageData:
     """Load dataset `name`, cut to `num_train`/`num_test` images (0 = all).
 
-    Cached per process: a Ray worker that runs several trials loads each dataset once.
+    Cached per process (a Ray worker that runs several trials holds each dataset once) and per
+    machine (`study.data.cache`: a new worker memory-maps what the first load wrote). A cut
+    takes its images from the whole split, so one cache serves every num_train.
     """
-    loader = DATASETS.get(name)
-    data = loader(data_dir=os.path.expanduser(data_dir), num_train=num_train, num_test=num_test)
+    data = load_cached(
+        name, DATASETS.get(name), os.path.expanduser(data_dir), num_train=num_train, num_test=num_test
+    )
     train_x, train_y = subset(data.train_x, data.train_y, num_train)
     test_x, test_y = subset(data.test_x, data.test_y, num_test)
     if len(train_y) == len(data.train_y) and len(test_y) == len(data.test_y):
@@ -117,13 +123,21 @@ def load_cifar(name: str, data_dir: str) -> ImageData:
     return image_data(*to_tensor(train), *to_tensor(test), train.classes)
 
 
+def cifar_source(name: str) -> object:
+    """CIFAR's extracted batch files (the folder names are torchvision's `base_folder`)."""
+    folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
+    return lambda *, data_dir, **_: tree_key(os.path.join(data_dir, folder))
+
+
 @DATASETS.register("cifar100")
+@source_key(cifar_source("cifar100"))
 def cifar100(*, data_dir: str, **_: int) -> ImageData:
     """CIFAR-100 (50k/10k, 100 classes) via torchvision, downloaded once to --data-dir."""
     return load_cifar("cifar100", data_dir)
 
 
 @DATASETS.register("cifar10")
+@source_key(cifar_source("cifar10"))
 def cifar10(*, data_dir: str, **_: int) -> ImageData:
     """CIFAR-10 (50k/10k, 10 classes) via torchvision, downloaded once to --data-dir."""
     return load_cifar("cifar10", data_dir)
@@ -133,6 +147,7 @@ def cifar10(*, data_dir: str, **_: int) -> ImageData:
 
 
 @DATASETS.register("digits")
+@source_key(lambda **_: f"scikit-learn {version('scikit-learn')}, digits/1")
 def digits(**_: object) -> ImageData:
     """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), upsampled to 32x32 RGB; offline."""
     from sklearn.datasets import load_digits
@@ -173,6 +188,7 @@ def synthetic_images(n: int, num_classes: int, seed: int, chunk: int = 1024) -> 
 
 
 @DATASETS.register("synthetic")
+@source_key(lambda *, num_train=0, num_test=0, **_: f"synthetic/1 {num_train or 2048} {num_test or 512}")
 def synthetic(*, num_train: int = 0, num_test: int = 0, **_: object) -> ImageData:
     """Random class-conditional 32x32 images, 10 classes, any size (num_train/num_test; 2048/512)."""
     n_train, n_test = num_train or 2048, num_test or 512
@@ -190,39 +206,8 @@ def load_image(folder, index: int) -> torch.Tensor:
     return image
 
 
-IMAGEFOLDER_CACHE = ".study-cache"  # decoded splits, beside the images (DATA_DIR/.study-cache/)
-CACHE_FORMAT = "imagefolder-uint8-32x32/1"
-
-
-def folder_key(folder) -> str:
-    """A digest of the split's file list, sizes and modification times: any change, a new decode."""
-    digest = hashlib.sha256(CACHE_FORMAT.encode())
-    for path, target in folder.samples:
-        info = os.stat(path)
-        digest.update(f"{os.path.relpath(path, folder.root)}|{target}|{info.st_size}|{info.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:32]
-
-
-def read_cache(path: str, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The cached split, memory-mapped (tensors only, weights_only); None if absent or not as expected."""
-    try:
-        cached = torch.load(path, mmap=True, weights_only=True)
-        images, targets = cached["images"], cached["targets"]
-    except Exception:  # absent, cut short, or not ours: decode again
-        return None
-    if images.dtype != torch.uint8 or tuple(images.shape) != (n, 3, 32, 32) or tuple(targets.shape) != (n,):
-        return None
-    return images, targets
-
-
 def decode_split(root: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """All images of one split as uint8 (N, 3, 32, 32), decoded once per folder and then cached.
-
-    The cache file's name is a digest of the file list, sizes and mtimes, so a changed folder is
-    decoded again. Parallel trials wait on a file lock while the first decodes; a folder that is
-    not writable is decoded every time, without a cache.
-    """
-    from filelock import FileLock
+    """All images of one split as uint8 (N, 3, 32, 32), with their class indices and class names."""
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
 
@@ -236,45 +221,12 @@ def decode_split(root: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         raise StudyError(
             f"dataset imagefolder: {root}: {len(folder.classes)} class folder(s); a classifier needs at least 2"
         )
-    cache_dir = os.path.join(os.path.dirname(root.rstrip("/")), IMAGEFOLDER_CACHE)
-    path = os.path.join(cache_dir, f"{os.path.basename(root.rstrip('/'))}-{folder_key(folder)}.pt")
-
-    def decode() -> tuple[torch.Tensor, torch.Tensor]:
-        images = torch.stack([load_image(folder, i) for i in range(len(folder))])  # (N, 3, 32, 32) uint8
-        return images, torch.tensor(folder.targets)
-
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        lock = FileLock(path + ".lock")
-        lock.acquire()
-    except OSError:  # read-only data folder: no cache
-        return (*decode(), folder.classes)
-    try:
-        cached = read_cache(path, len(folder))
-        if cached is None:
-            try:
-                cached = decode()
-            except StudyError:  # a broken image: leave no cache folder or lock behind
-                lock.release()
-                for leftover in (path + ".lock",):
-                    if os.path.exists(leftover):
-                        os.remove(leftover)
-                if not os.listdir(cache_dir):
-                    os.rmdir(cache_dir)
-                raise
-            tmp = f"{path}.tmp-{os.getpid()}"
-            try:
-                torch.save({"images": cached[0], "targets": cached[1]}, tmp)
-                os.replace(tmp, path)
-            except OSError:  # a full disk: the decoded split still serves this trial
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-    finally:
-        lock.release()
-    return (*cached, folder.classes)
+    images = torch.stack([load_image(folder, i) for i in range(len(folder))])  # (N, 3, 32, 32) uint8
+    return images, torch.tensor(folder.targets), folder.classes
 
 
 @DATASETS.register("imagefolder")
+@source_key(lambda *, data_dir, **_: tree_key(os.path.join(data_dir, "train"), os.path.join(data_dir, "test")))
 def imagefolder(*, data_dir: str, **_: object) -> ImageData:
     """Your own images: DATA_DIR/train/<class>/* and DATA_DIR/test/<class>/*, resized to 32x32."""
     splits = {split: decode_split(os.path.join(data_dir, split)) for split in ("train", "test")}
