@@ -4,7 +4,8 @@ Writes an imagefolder of JPEGs (synthetic class-conditional images, saved at 64x
 decoding and resizing do real work), then runs a study of 6 short trials on it, 2 at a time.
 Each trial reports `data_s`, its time in `load_dataset`. `study run` decodes the folder once
 before Ray starts (its data check), so every trial should find the decoded cache
-(DATA_DIR/.study-cache, memory-mapped) or, in a reused worker, the dataset still in memory.
+(DATA_DIR/.study-cache, memory-mapped, see study/data/cache.py) or, in a reused worker, the
+dataset still in memory.
 The same load is also timed in fresh processes: decoding with no cache, and from the cache.
 
     python benchmarks/data_once.py [--train 5000 --test 1000]
@@ -91,10 +92,10 @@ def main() -> None:
     verdict = f"slowest trial's data_s {max(data_s):.2f} s (goal <= 1 s for a trial that is not the first on its node)"
     notes = (
         "`study run` loads the data once before Ray starts (its check that the data exists), so even the "
-        "first trial on this node finds the cache. A reused worker keeps the dataset in memory (load_dataset's "
-        "per-process cache)."
+        "first trial on this node finds the machine's cache (memory-mapped: no torchvision import, no decode). "
+        "A reused worker keeps the dataset in memory (load_dataset's per-process cache)."
     )
-    record("Data once per machine: imagefolder decode cache and reused workers", rows, verdict, notes)
+    record("Data once per machine: the per-machine dataset cache and reused workers", rows, verdict, notes)
 
 
 if __name__ == "__main__":
