@@ -18,7 +18,8 @@ EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
-        raise StudyError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("study").strip()  # "run" for `study run`; "" for `study`
+        raise StudyError(f"{command}: {message}" if command else message)
 
 
 def build_parser() -> argparse.ArgumentParser:
