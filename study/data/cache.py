@@ -66,7 +66,13 @@ def read(path: str) -> dict[str, Any] | None:
     except Exception:  # absent, truncated, or not ours: load the dataset again
         return None
     for x, y in splits:
-        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3 or y.dtype != torch.int64 or y.shape != x.shape[:1]:
+        if (
+            x.dtype != torch.uint8
+            or x.dim() != 4
+            or x.shape[1] != 3
+            or y.dtype != torch.int64
+            or y.shape != x.shape[:1]
+        ):
             return None
     if not all(isinstance(c, str) for c in classes) or len(mean) != 3 or len(std) != 3:
         return None
@@ -139,4 +145,3 @@ def load_cached(name: str, loader: Callable[..., ImageData], data_dir: str, **kw
         return data
     finally:
         lock.release()
-

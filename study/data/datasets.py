@@ -83,9 +83,7 @@ def load_dataset(name: str, data_dir: str = "~/.cache/cifar-study", num_train: i
     machine (`study.data.cache`: a new worker memory-maps what the first load wrote). A cut
     takes its images from the whole split, so one cache serves every num_train.
     """
-    data = load_cached(
-        name, DATASETS.get(name), os.path.expanduser(data_dir), num_train=num_train, num_test=num_test
-    )
+    data = load_cached(name, DATASETS.get(name), os.path.expanduser(data_dir), num_train=num_train, num_test=num_test)
     train_x, train_y = subset(data.train_x, data.train_y, num_train)
     test_x, test_y = subset(data.test_x, data.test_y, num_test)
     if len(train_y) == len(data.train_y) and len(test_y) == len(data.test_y):
