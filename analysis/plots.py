@@ -15,13 +15,22 @@ def plot_file_name(experiment: str) -> str:
     return "curves_" + re.sub(r"[^A-Za-z0-9._+-]", "_", experiment).lstrip(".")[:100] + ".png"
 
 
+def variant_label(variant: str, trials: pd.DataFrame) -> str:
+    """ "cnn64 (3 trials)", or "cnn64 (3 trials, 1 to epoch 6)" when ASHA stopped some: the later
+    epochs of the curve then average fewer trials."""
+    n, last = trials["trial_id"].nunique(), int(trials["epoch"].max())
+    full = trials.loc[trials["epoch"] == last, "trial_id"].nunique()
+    count = f"{n} trial{'s' if n != 1 else ''}"
+    return f"{variant} ({count})" if full == n else f"{variant} ({count}, {full} to epoch {last})"
+
+
 def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
     """Write one PNG for `experiment` to `path`: mean over seeds, band = min..max over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
     rows = frame[frame["experiment"] == experiment]
     panels = (  # (metric, title, scale: accuracy in % as in the tables, losses on a log axis)
@@ -36,6 +45,7 @@ def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
         # Line style and marker differ too, so curves that lie on top of each other stay visible.
         (linestyle, marker), color = next(styles), next(colors)
         by_epoch = trials.groupby("epoch")
+        label = variant_label(variant, trials)
         for ax, (metric, _, scale) in zip(axes, panels, strict=True):
             curve = by_epoch[metric].agg(["mean", "min", "max"]) * (scale or 1.0)
             ax.plot(
@@ -45,7 +55,7 @@ def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
                 linestyle=linestyle,
                 marker=marker,
                 ms=4,
-                label=f"{variant} ({trials['trial_id'].nunique()} trials)",
+                label=label,
             )
             ax.fill_between(curve.index, curve["min"], curve["max"], color=color, alpha=0.15, lw=0)
     for ax, (_, title, scale) in zip(axes, panels, strict=True):
@@ -54,8 +64,10 @@ def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         if scale is None:
             ax.set_yscale("log")
+            # Labels at 1, 2 and 5 of each decade only (all nine minor ticks labelled overlap).
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.5, 1, 2 rather than 2x10^0
-            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
     axes[0].legend(fontsize=8, title="mean over the trials at each epoch;\nband = their range", title_fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

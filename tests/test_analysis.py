@@ -189,3 +189,12 @@ def test_holm_adjusts_each_experiments_family_and_the_verdict_follows():
     assert e.loc["c", "p_holm"] == pytest.approx(2 * p_c) and e.loc["b", "p_holm"] == pytest.approx(max(2 * p_c, p_b))
     assert e.loc["c", "verdict"] == "better (Holm p < 0.05)"
     assert e.loc["b", "verdict"] == "no clear effect (Holm p >= 0.05)"
+
+
+def test_curve_labels_say_how_many_trials_reached_the_last_epoch():
+    from study.analysis.plots import variant_label
+
+    rows = [(t, e) for t, epochs in (("a", 6), ("b", 2), ("c", 2)) for e in range(1, epochs + 1)]
+    stopped = pd.DataFrame(rows, columns=["trial_id", "epoch"])
+    assert variant_label("cnn64", stopped) == "cnn64 (3 trials, 1 to epoch 6)"
+    assert variant_label("mlp", stopped[stopped["trial_id"] == "a"]) == "mlp (1 trial)"
