@@ -238,8 +238,14 @@ def cmd_list(registry) -> int:
     from study.config import TrialConfig
 
     defaults = TrialConfig().to_dict()
+    meaning = {"num_train": "the dataset's own size", "num_test": "the dataset's own size"}  # what 0 means
+
+    def shown(key: str) -> str:
+        value = defaults[key]
+        return f"{key}={value!r}" + (f" ({meaning[key]})" if key in meaning and value == 0 else "")
+
     for name in registry.names():
-        options = ", ".join(f"{k}={defaults[k]!r}" for k in registry.options(name) if k in defaults)
+        options = ", ".join(shown(k) for k in registry.options(name) if k in defaults)
         print(f"{name:12s} {registry.summary(name)}" + (f"\n{'':12s} options: {options}" if options else ""))
     return EXIT_OK
 

@@ -159,6 +159,7 @@ def test_registries_are_listed(run_cli):
     assert code == 0 and all(name in out for name in ("mlp", "cnn", "resnet18")) and "channels=128" in out
     code, out, _ = run_cli("datasets")
     assert code == 0 and all(name in out for name in ("cifar100", "cifar10", "digits", "synthetic", "imagefolder"))
+    assert "num_train=0 (the dataset's own size)" in out  # not a bare 0 beside synthetic's 2048
 
 
 def test_eta_callback_counts_shrinks_plan_and_survives_restore():
