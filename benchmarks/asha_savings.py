@@ -64,14 +64,24 @@ def main() -> None:
                 "best test_acc": f"{best['best_test_acc']:.4f}",
                 "best trial": f"channels={best['config_channels']}, lr={best['config_lr']}",
                 "wall s": f"{wall:.0f}",
+                "trial-phase wall s": f"{c['wall_time_s']:.0f}",
+                "summed epoch_time_s": f"{frame['epoch_time_s'].sum():.0f}",
             }
     assert configs["asha"] == configs["fifo"], "the two runs drew different configurations"
     share = rows["asha"]["trial-epochs"] / rows["fifo"]["trial-epochs"]
     gap = float(rows["fifo"]["best test_acc"]) - float(rows["asha"]["best test_acc"])
     met = share <= 0.40 and gap <= 0.01
+
+    def ratio(column: str) -> float:
+        return float(rows["asha"][column]) / float(rows["fifo"][column])
+
+    wall, phase, compute_share = ratio("wall s"), ratio("trial-phase wall s"), ratio("summed epoch_time_s")
     verdict = (
         f"ASHA used {share:.0%} of FIFO's trial-epochs (target <= 40%); its best test_acc is "
-        f"{100 * gap:+.2f} points below FIFO's (target <= 1 point): {'met' if met else 'MISSED'}"
+        f"{100 * gap:+.2f} points below FIFO's (target <= 1 point): {'met' if met else 'MISSED'}. "
+        f"Wall time: ASHA/FIFO {wall:.2f} (goal <= trial-epoch share + 0.10 = {share + 0.10:.2f}: "
+        f"{'met' if wall <= share + 0.10 else 'MISSED'}); trials' span only {phase:.2f}; "
+        f"summed epoch time {compute_share:.2f}"
     )
     notes = (
         f"digits (1347 train / 450 test), 16 trials: cnn channels from {{16, 32, 64}} x Adam lr log-uniform "

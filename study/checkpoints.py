@@ -7,7 +7,8 @@ it, can be seconds older than the checkpoints on disk (the state is saved on a p
 `study.run.state_save_period`). A resumed trial then continues from its newest checkpoint by
 epoch, not from the one Tune last recorded, and first reports again ("replayed": true) the
 epochs after that one, so that result.json, ASHA and Optuna have every epoch. So at most the
-epoch in flight at the crash is trained again.
+epoch in flight at the crash is trained again, when every epoch is checkpointed (see
+`checkpoint_due`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,29 @@ from study.schema import CHECKPOINT_FILE
 from study.storage import is_uri
 
 META_FILE = "meta.json"  # beside CHECKPOINT_FILE: {"epoch", "config_key", "history"}
+CHECKPOINT_SHARE = 0.05  # checkpoint_every 0 (auto): writing stays at or under this share of training
+
+
+def checkpoint_due(every: int, epochs: int, history: list[Mapping[str, Any]]) -> bool:
+    """Whether to checkpoint the epoch just trained, the last entry of `history` (metrics per epoch).
+
+    The last epoch, and a diverged one, always. `every` > 0: every that many epochs. `every` 0
+    (auto): when the epochs trained since the newest checkpoint took at least 1/CHECKPOINT_SHARE
+    times as long as writing it (its `checkpoint_s`); so every epoch when a checkpoint costs at
+    most 5% of an epoch, and otherwise as soon as the time trained since pays for one. The
+    first checkpoint of a trial measures that cost, so it is always written.
+    """
+    current = history[-1]
+    if current["epoch"] >= epochs or current.get("diverged"):
+        return True
+    if every:
+        return current["epoch"] % every == 0
+    trained = 0.0
+    for metrics in reversed(history):
+        if "checkpoint_s" in metrics:
+            return trained * CHECKPOINT_SHARE >= metrics["checkpoint_s"]
+        trained += metrics["epoch_time_s"]
+    return True
 
 
 def config_key(config: Mapping[str, Any]) -> str:

@@ -64,11 +64,12 @@ class TrialConfig:
     epochs: int = option(20, _count(10_000))  # full passes over the train split
     max_steps_per_epoch: int = option(0, _count(10**9, 0))  # cap steps per epoch (0 = whole split); smoke tests
     seed: int = option(0, _count(MAX_SEED, 0))  # model init, batch order and augmentation
-    # Epochs between checkpoints; the last epoch is always saved. 1 keeps the crash promise (a
-    # resume repeats at most the epoch in flight); a larger value saves disk and write time for
-    # big models (the width-1024 CNN with Adam is ~2 GB per checkpoint) at the cost of up to
-    # that many epochs repeated after a crash.
-    checkpoint_every: int = option(1, _count(10_000))
+    # Epochs between checkpoints; the last epoch is always saved. 0 (auto): every epoch while
+    # writing one costs at most 5% of the training since the last, else as soon as the training
+    # since pays for one (the width-1024 CNN with Adam is ~2 GB per checkpoint); a resume then
+    # repeats at most the epoch in flight, or the training worth 20 checkpoint writes. N: every
+    # N epochs, at the cost of up to N epochs repeated after a crash.
+    checkpoint_every: int = option(0, _count(10_000, 0))
 
     # --- speed (see README "Speed")
     device: str = option("auto", one_of(DEVICES))  # auto = cuda when the trial has a GPU

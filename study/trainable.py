@@ -2,7 +2,8 @@
 
 It turns Tune's `config` into a `TrialConfig`, resumes from the trial's newest checkpoint (see
 `study.checkpoints`), and after every epoch reports the metrics, with a checkpoint of the full
-state every `checkpoint_every` epochs and at the last.
+state as `checkpoint_due` decides (by default, every epoch unless writing costs more than 5% of
+the training since the last checkpoint) and at the last.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from typing import Any
 import ray
 from ray import tune
 
-from study.checkpoints import config_key, fallback_checkpoint, newest_first, prune, recorded_epoch, write_meta
+from study.checkpoints import (
+    checkpoint_due,
+    config_key,
+    fallback_checkpoint,
+    newest_first,
+    prune,
+    recorded_epoch,
+    write_meta,
+)
 from study.data import load_dataset
 from study.errors import StudyError
 from study.schema import CHECKPOINT_FILE, trial_config
@@ -147,8 +156,7 @@ def train_epochs(
         metrics.update(node_id=node_id, pid=os.getpid(), device=str(trainer.device), data_s=data_s, **memory_mb())
         metrics["config_key"] = key  # whose row this is, should a folder name ever be given twice
         history.append(metrics)
-        save = trainer.epoch % cfg.checkpoint_every == 0 or trainer.epoch == cfg.epochs or metrics["diverged"]
-        if not save:
+        if not checkpoint_due(cfg.checkpoint_every, cfg.epochs, history):
             tune.report(metrics)
         else:
             with tempfile.TemporaryDirectory() as folder:

@@ -126,3 +126,41 @@ def test_compile_trains_and_checkpoints_stay_plain(tmp_path):
     plain.load(str(tmp_path / "compiled.pt"))  # keys without _orig_mod: a plain model reads them
     for name, tensor in trainer.model.state_dict().items():
         assert torch.equal(plain.model.state_dict()[name], tensor), name
+
+
+def epochs_of(times: list[float], write_s: float, every: int = 0, epochs: int = 100) -> list[int]:
+    """The epochs `checkpoint_due` saves, for epochs of these durations and writes of `write_s`."""
+    from study.checkpoints import checkpoint_due
+
+    history, saved = [], []
+    for epoch, seconds in enumerate(times, start=1):
+        history.append({"epoch": epoch, "epoch_time_s": seconds, "diverged": False})
+        if checkpoint_due(every, epochs, history):
+            history[-1]["checkpoint_s"] = write_s
+            saved.append(epoch)
+    return saved
+
+
+def test_auto_checkpoints_every_epoch_while_a_write_is_cheap():
+    assert epochs_of([10.0] * 6, write_s=0.5) == [1, 2, 3, 4, 5, 6]  # 5% of an epoch
+
+
+def test_auto_spaces_expensive_checkpoints_to_5_percent_of_training():
+    # A write of 1 s against 4 s epochs: after the first (which measures it), every 20 s of training.
+    assert epochs_of([4.0] * 16, write_s=1.0) == [1, 6, 11, 16]
+    # Time trained counts, not epochs: 2 epochs of 4 s, then 6 of 2 s make the 20 s.
+    assert epochs_of([4.0] * 3 + [2.0] * 12, write_s=1.0) == [1, 9]
+
+
+def test_last_and_diverged_epochs_are_always_saved_and_every_n_is_kept():
+    from study.checkpoints import checkpoint_due
+
+    assert epochs_of([4.0] * 5, write_s=1.0, epochs=5) == [1, 5]
+    assert epochs_of([1.0] * 7, write_s=0.0, every=3, epochs=7) == [3, 6, 7]
+    assert checkpoint_due(0, 9, [{"epoch": 1, "epoch_time_s": 1, "checkpoint_s": 9}, {"epoch": 2, "diverged": True}])
+
+
+def test_checkpoint_every_defaults_to_auto_and_rejects_negatives():
+    assert TrialConfig().checkpoint_every == 0
+    with pytest.raises(StudyError, match="checkpoint_every"):
+        TrialConfig.from_dict({"checkpoint_every": -1}, source="x.yaml", section="space")
