@@ -263,3 +263,14 @@ def test_a_failed_first_load_leaves_no_cache_folder(tmp_path):
     with pytest.raises(StudyError, match="1.png: unreadable image"):
         load_dataset.__wrapped__("imagefolder", root)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test", "train"]
+
+
+def test_a_cache_file_with_labels_outside_its_classes_is_not_used(tmp_path, monkeypatch):
+    calls = count_loads(monkeypatch, "digits")
+    first = load_dataset.__wrapped__("digits", str(tmp_path))
+    (path,) = (tmp_path / ".study-cache").glob("digits-*.pt")
+    fields = torch.load(path, weights_only=True)
+    fields["train_y"] = fields["train_y"] + 100  # someone else's file, or a bug: labels with no class
+    torch.save(fields, path)
+    again = load_dataset.__wrapped__("digits", str(tmp_path))
+    assert len(calls) == 2 and torch.equal(again.train_y, first.train_y)

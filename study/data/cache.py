@@ -76,6 +76,8 @@ def read(path: str) -> dict[str, Any] | None:
             return None
     if not all(isinstance(c, str) for c in classes) or len(mean) != 3 or len(std) != 3:
         return None
+    if any(len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(classes) for _, y in splits):
+        return None  # a label with no class: not a file this code wrote
     return {"train_x": splits[0][0], "train_y": splits[0][1], "test_x": splits[1][0], "test_y": splits[1][1],
             "classes": tuple(classes), "mean": mean, "std": std}  # fmt: skip
 
