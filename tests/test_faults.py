@@ -20,6 +20,7 @@ scheduler: {type: fifo}
 space:
   seed: {grid: [0, 1, 2, 3]}
   epochs: 4
+  checkpoint_every: 1  # the promise under test: with every epoch saved, a crash repeats at most one
   model: cnn
   channels: 16
   fc_width: 128
@@ -116,6 +117,7 @@ dataset: synthetic
 max_failures: 2
 space:
   epochs: 6
+  checkpoint_every: 1  # checkpoint_00000k holds epoch k+1
   model: cnn
   channels: 16
   fc_width: 128

@@ -27,6 +27,7 @@ space:
   lr: {grid: [0.003, 0.0000001]}
   seed: {grid: [0, 1]}
   epochs: 3
+  checkpoint_every: 1  # every epoch, so that keep_checkpoints has three to prune
   model: cnn
   channels: 8
   fc_width: 64
@@ -127,6 +128,19 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     for variant, g in last.groupby("variant"):
         assert per_variant.loc[variant, "trials"] == 2 == g["config_seed"].nunique()
         assert per_variant.loc[variant, "final_test_acc"] == pytest.approx(g["test_acc"].mean())
+    # The default checkpoint_every 0 (auto): each trial saved exactly the epochs the policy picks
+    # from its own epoch and write times, the first and the last among them.
+    from study.checkpoints import checkpoint_due
+
+    for path in glob.glob(str(exp / "*" / "result.json")):
+        history, saved = [], []
+        for row in map(json.loads, open(path)):
+            history.append({k: row[k] for k in ("epoch", "epoch_time_s", "diverged")})
+            if checkpoint_due(0, 2, history):
+                history[-1]["checkpoint_s"] = row["checkpoint_s"]  # absent (KeyError) if it was not saved
+                saved.append(row["epoch"])
+            assert ("checkpoint_s" in row) == (saved[-1:] == [row["epoch"]]), (path, row["epoch"])
+        assert saved[0] == 1 and saved[-1] == 2
     effects = pd.read_csv(exp / "analysis" / "effects.csv")
     assert list(effects["variant"]) == ["cnn"] and effects["baseline"][0] == "mlp" and effects["at_epoch"][0] == 2
     # FIFO: every trial ran both epochs, so the effect is the difference of the final means.
