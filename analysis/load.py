@@ -32,6 +32,7 @@ METRIC_COLUMNS = [
     "timestamp",
     "time_this_iter_s",
     "time_total_s",
+    "replayed",  # reported again after a crash, from the checkpoint's record (see study.checkpoints)
 ]
 
 
@@ -89,6 +90,8 @@ def load_experiment(path: str) -> pd.DataFrame:
         raise StudyError(f"{path}: experiment has no trial results yet")
     # Variants in the order the file lists them, then trials in the order Tune created them.
     frame = pd.concat(frames, ignore_index=True)
+    if "timestamp" in frame:
+        frame["session"] = session_of(frame["timestamp"], session_starts(path))
     return frame.sort_values(["variant_rank", "trial_id", "epoch"], kind="stable").reset_index(drop=True)
 
 
@@ -138,6 +141,29 @@ def trial_frame(
     for key, value in resolved.items():
         df[f"config_{key}"] = value
     return df
+
+
+def session_starts(path: str) -> list[float]:
+    """When the run and each of its resumes began (environment.json), in epoch seconds; [] if not recorded."""
+    import datetime as dt
+
+    env = load_environment(path) or {}
+    resumes = env.get("resumes") if isinstance(env.get("resumes"), list) else []
+    starts = []
+    for record in [env, *resumes]:
+        try:
+            starts.append(dt.datetime.fromisoformat(record["time"]).timestamp())
+        except (KeyError, TypeError, ValueError):
+            continue
+    return sorted(starts)
+
+
+def session_of(timestamps: pd.Series, starts: list[float]) -> pd.Series:
+    """Which Ray session (0 = the run, 1 = its first resume, ...) reported each row."""
+    import numpy as np
+
+    index = np.searchsorted(np.asarray(starts, dtype=float), timestamps.to_numpy(dtype=float), side="right") - 1
+    return pd.Series(np.maximum(index, 0), index=timestamps.index)
 
 
 def load_environment(path: str) -> dict | None:

@@ -232,6 +232,18 @@ def against_report(frame: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def nodes_used(rows: pd.DataFrame) -> int:
+    """Ray nodes that trained, in the session that used the most: a resume starts a new Ray, whose
+    nodes have new ids, so counting ids over the whole run would count this machine twice."""
+    if "node_id" not in rows:
+        return 1
+    if "replayed" in rows:  # an epoch reported again after a crash names the node of its first run
+        rows = rows[~rows["replayed"].eq(True)]  # True on replayed rows, NaN on the rest
+    if "session" not in rows:
+        return max(int(rows["node_id"].nunique()), 1)
+    return max(int(rows.groupby("session")["node_id"].nunique().max()), 1) if len(rows) else 1
+
+
 def compute(frame: pd.DataFrame) -> pd.DataFrame:
     """Table 4: trial-epochs spent, wall time, and the epochs ASHA saved against running all to max_t."""
     trials = trial_summary(frame)
@@ -245,7 +257,7 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
             {
                 "experiment": experiment,
                 "trials": len(trials_of_experiment),
-                "nodes": epoch_rows["node_id"].nunique() if "node_id" in epoch_rows else 1,
+                "nodes": nodes_used(epoch_rows),
                 "trial_epochs": spent,
                 "planned_epochs": planned,
                 "asha_saved_epochs": planned - spent,
@@ -264,6 +276,7 @@ def best_trials(frame: pd.DataFrame, metric: str = "test_acc", top: int = 10) ->
     trials = trial_summary(frame)
     cols = [
         "experiment",
+        "trial_dir",  # the folder name `study export --trial` takes
         "variant",
         "config_seed",
         "epochs_run",
@@ -274,4 +287,5 @@ def best_trials(frame: pd.DataFrame, metric: str = "test_acc", top: int = 10) ->
     ]
     ascending = "loss" in metric
     key = "best_test_acc" if metric == "test_acc" else metric
+    cols = [c for c in cols if c in trials]
     return trials.sort_values(key, ascending=ascending)[cols].head(top).reset_index(drop=True)

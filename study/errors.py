@@ -23,4 +23,9 @@ def where(source: str | None, key: str | None) -> str:
 def reason(exc: BaseException, limit: int = 160) -> str:
     """The first line of an exception's message (or its type), for the end of a one-line error."""
     text = str(exc).strip()
-    return (text.splitlines()[0][:limit] if text else "") or type(exc).__name__
+    line = text.splitlines()[0] if text else ""
+    if len(line) > limit:  # cut at the last sentence end, else the last word, that fits
+        cut = line[:limit]
+        end = cut.rfind(". ")
+        line = cut[: end + 1] if end > 0 else cut[: cut.rfind(" ")].rstrip(",;:") + " ..."
+    return line or type(exc).__name__

@@ -101,6 +101,10 @@ def find_run_to_resume(root: str, spec: StudySpec, name: str | None) -> str:
     """The folder `study run --resume` continues: --name exactly, else the newest run of this study."""
     runs = [storage.join(root, name)] if name else storage.runs_of(root, spec.name)
     runs = [r for r in runs if storage.exists(r)]
+    if not runs and name:
+        raise StudyError(
+            f"--resume --name {name}: no run named {name!r} under {root}; check the name, or drop --resume"
+        )
     if not runs:
         raise StudyError(f"--resume: no earlier run of {spec.name!r} under {root}; run it without --resume first")
     path = runs[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -151,8 +152,35 @@ def progress_reporter(spec: StudySpec) -> tune.CLIReporter:
     )
 
 
+class DropMessages(logging.Filter):
+    """Drop a logger's records that start with one of `prefixes`."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+# Two of Tune's warnings that tell a study's user the wrong thing. After a stop or a resume, trials
+# that had not started have no result.json, which is expected (`study analyze` reads the results
+# itself); and `study` prints its own way to continue (`study resume ...`), not Tuner.restore().
+TUNE_NOISE = {
+    "ray.tune.analysis.experiment_analysis": DropMessages("Failed to fetch metrics for"),
+    "ray.tune.tune": DropMessages("Experiment has been interrupted, but the most recent state was saved"),
+}
+
+
+def quiet_tune_noise() -> None:
+    for name, drop in TUNE_NOISE.items():
+        if drop not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(drop)
+
+
 def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float]) -> tune.Tuner:
     """A new Tuner writing into `experiment_path` (storage folder / run name)."""
+    quiet_tune_noise()
     return tune.Tuner(
         make_trainable(resources, experiment_path, spec.keep_checkpoints),
         param_space=param_space(spec),
@@ -184,5 +212,6 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
 def restore_tuner(experiment_path: str, resources: dict[str, float], keep: int) -> tune.Tuner:
     """Ray's own restore: finished trials stay finished, the rest continue from their checkpoints."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the saved CLIReporter, not a config box per trial
+    quiet_tune_noise()
     trainable = make_trainable(resources, experiment_path, keep)
     return tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)

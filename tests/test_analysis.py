@@ -198,3 +198,19 @@ def test_curve_labels_say_how_many_trials_reached_the_last_epoch():
     stopped = pd.DataFrame(rows, columns=["trial_id", "epoch"])
     assert variant_label("cnn64", stopped) == "cnn64 (3 trials, 1 to epoch 6)"
     assert variant_label("mlp", stopped[stopped["trial_id"] == "a"]) == "mlp (1 trial)"
+
+
+def test_nodes_count_the_busiest_ray_session_not_every_node_id_ever():
+    from study.analysis.tables import nodes_used
+
+    rows = pd.DataFrame(
+        {
+            "node_id": ["a", "a", "a", "b", "b", "c"],  # a: the run; b: its resume, on the same machine
+            "session": [0, 0, 0, 1, 1, 1],
+            "replayed": [None, None, None, True, None, None],
+        }
+    )
+    rows.loc[3, "node_id"] = "a"  # an epoch replayed in session 1 names the node that first trained it
+    assert nodes_used(rows) == 2  # session 1 trained on b and c
+    assert nodes_used(rows[rows["node_id"] != "c"]) == 1
+    assert nodes_used(rows.drop(columns=["session"])) == 3  # no sessions recorded: every id

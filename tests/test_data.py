@@ -99,6 +99,13 @@ def test_cifar_offline_is_one_clear_line(monkeypatch, tmp_path):
     message = str(err.value)
     assert "\n" not in message
     assert "cifar100" in message and str(tmp_path / "cifar") in message and "digits" in message
+    assert list(tmp_path.iterdir()) == []  # the folder made for it, its lock and cache: all gone again
+
+
+def test_a_data_dir_that_is_a_file_is_one_clear_line(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(StudyError, match=r"data_dir: .*afile is a file; expected a folder"):
+        load_dataset.__wrapped__("digits", str(tmp_path / "afile"))
 
 
 def test_imagefolder_reads_a_users_folders(tmp_path):

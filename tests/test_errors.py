@@ -140,3 +140,13 @@ def test_an_unreadable_checkpoint_resumes_from_the_one_before_in_one_step(ray_se
     code, _, err = run_cli("resume", str(tmp_path / "exp"))
     assert code == 0, err
     assert "unreadable checkpoint" in err and "the trial resumes from checkpoint_" in err
+
+
+def test_long_library_messages_are_cut_at_a_sentence_or_a_word():
+    from study.errors import reason
+
+    torch_like = ValueError("Weights only load failed. In PyTorch 2.6, we changed the default value of the " * 3)
+    assert reason(torch_like, limit=80) == "Weights only load failed."
+    one_sentence = ValueError("word " * 40)
+    assert reason(one_sentence, limit=30) == "word word word word word word ..."
+    assert reason(ValueError("short. and plain")) == "short. and plain" and reason(KeyError()) == "KeyError"

@@ -226,3 +226,21 @@ def test_a_reused_worker_gives_each_trial_a_fresh_model_optimiser_and_generator(
     for history in histories[1:]:
         for metric in ("train_loss", "test_acc", "train_eval_acc"):
             assert list(history[metric]) == list(histories[0][metric]), metric
+
+
+def test_tunes_misleading_warnings_are_dropped_and_others_kept(caplog):
+    import logging
+
+    from study.tuner import quiet_tune_noise
+
+    quiet_tune_noise()
+    quiet_tune_noise()  # twice (run, then resume, in one process): one filter each
+    analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    assert len(analysis.filters) == 1
+    with caplog.at_level(logging.WARNING):
+        analysis.warning("Failed to fetch metrics for 6 trial(s):\n- trial_a: FileNotFoundError(...)")
+        logging.getLogger("ray.tune.tune").warning(
+            "Experiment has been interrupted, but the most recent state was saved.\nResume experiment with: ..."
+        )
+        logging.getLogger("ray.tune.tune").warning("Trial x: something else went wrong")
+    assert [r.getMessage() for r in caplog.records] == ["Trial x: something else went wrong"]

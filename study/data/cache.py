@@ -126,6 +126,7 @@ def load_cached(name: str, loader: Callable[..., ImageData], data_dir: str, **kw
     if before is not None and (fields := read(before)) is not None:
         return ImageData(**fields)
     lock_path = os.path.join(cache_dir, f"{name}.lock")
+    made_data_dir = not os.path.exists(data_dir)
     try:
         os.makedirs(cache_dir, exist_ok=True)
         lock = FileLock(lock_path)
@@ -140,6 +141,8 @@ def load_cached(name: str, loader: Callable[..., ImageData], data_dir: str, **kw
         except Exception:
             lock.release()
             remove_if_unused(cache_dir, lock_path)
+            if made_data_dir and os.path.isdir(data_dir) and not os.listdir(data_dir):
+                os.rmdir(data_dir)  # made for this load, which failed: gone again
             raise
         after = path_for(key_of(data_dir=data_dir, **kwargs))
         if after is not None and before in (None, after):  # unchanged while it loaded

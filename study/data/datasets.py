@@ -83,7 +83,10 @@ def load_dataset(name: str, data_dir: str = "~/.cache/cifar-study", num_train: i
     machine (`study.data.cache`: a new worker memory-maps what the first load wrote). A cut
     takes its images from the whole split, so one cache serves every num_train.
     """
-    data = load_cached(name, DATASETS.get(name), os.path.expanduser(data_dir), num_train=num_train, num_test=num_test)
+    loader, data_dir = DATASETS.get(name), os.path.expanduser(data_dir)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise StudyError(f"data_dir: {data_dir} is a file; expected a folder (for the dataset and its cache)")
+    data = load_cached(name, loader, data_dir, num_train=num_train, num_test=num_test)
     train_x, train_y = subset(data.train_x, data.train_y, num_train)
     test_x, test_y = subset(data.test_x, data.test_y, num_test)
     if len(train_y) == len(data.train_y) and len(test_y) == len(data.test_y):
@@ -100,14 +103,17 @@ def load_cifar(name: str, data_dir: str) -> ImageData:
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cls = {"cifar10": CIFAR10, "cifar100": CIFAR100}[name]
+    lock = os.path.join(data_dir, f"{name}.lock")
     try:
         os.makedirs(data_dir, exist_ok=True)
         # Parallel trials on one node wait here; the first downloads, the rest find the files
         # and torchvision verifies their MD5 sums.
-        with FileLock(os.path.join(data_dir, f"{name}.lock")):
+        with FileLock(lock):
             train = cls(data_dir, train=True, download=True)
             test = cls(data_dir, train=False, download=True)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError
+        if os.path.exists(lock):  # a failed load leaves nothing of its own behind
+            os.remove(lock)
         raise StudyError(
             f"dataset {name}: not found in {data_dir} and the download failed ({reason(exc)}); "
             f"put {cls.filename} ({cls.url}) in that folder, pass --data-dir, "
