@@ -50,6 +50,10 @@ def run_file(text: str | bytes, *flags: str) -> Callable[[str], list[str]]:
     return make
 
 
+def data_dir_is_a_file(folder: str) -> list[str]:
+    return run_file(TINY, "--data-dir", write(folder, "afile", "not a folder"))(folder)
+
+
 def tiny_with(line: str) -> str:
     return TINY + f"  {line}\n"
 
@@ -196,6 +200,7 @@ CASES = [
     Case("imagefolder: a zero-byte PNG", "empty.png: unreadable image", imagefolder("empty")),
     Case("imagefolder: one class", "1 class folder(s); a classifier needs at least 2", imagefolder("one class")),
     Case("an unknown flag", "unrecognized arguments: --frobnicate", run_file(TINY, "--frobnicate")),
+    Case("`--data-dir` that is a file", "afile is a file; expected a folder", data_dir_is_a_file),
 ]
 
 

@@ -102,6 +102,10 @@ def test_resume_of_nothing(run_cli, write_yaml, tmp_path):
         run_cli("run", write_yaml(TINY), "--resume", "--storage-path", str(tmp_path)),
         "--resume: no earlier run of 'tiny'",
     )
+    assert_bad_input(
+        run_cli("run", write_yaml(TINY), "--resume", "--name", "nosuch", "--storage-path", str(tmp_path)),
+        "--resume --name nosuch: no run named 'nosuch'",
+    )
     assert_bad_input(run_cli("resume", str(tmp_path / "nope")), "no such experiment folder")
     (tmp_path / "plain").mkdir()
     assert_bad_input(run_cli("resume", str(tmp_path / "plain")), "not a study experiment folder")
