@@ -95,13 +95,13 @@ def write(path: str, data: ImageData) -> None:
             os.remove(tmp)
 
 
-def remove_if_unused(cache_dir: str, lock_path: str) -> None:
-    """After a failed first load: no lock file, and no cache folder if nothing else is in it."""
-    for path in (lock_path,):
-        if os.path.exists(path):
-            os.remove(path)
-    if os.path.isdir(cache_dir) and not os.listdir(cache_dir):
-        os.rmdir(cache_dir)
+def undo_first_load(lock_path: str, *folders: str) -> None:
+    """After a failed first load: no lock file, and none of `folders` (innermost first) left empty."""
+    if os.path.exists(lock_path):
+        os.remove(lock_path)
+    for folder in folders:
+        if os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
 
 
 def load_cached(name: str, loader: Callable[..., ImageData], data_dir: str, **kwargs: int) -> ImageData:
@@ -140,9 +140,7 @@ def load_cached(name: str, loader: Callable[..., ImageData], data_dir: str, **kw
             data = loader(data_dir=data_dir, **kwargs)
         except Exception:
             lock.release()
-            remove_if_unused(cache_dir, lock_path)
-            if made_data_dir and os.path.isdir(data_dir) and not os.listdir(data_dir):
-                os.rmdir(data_dir)  # made for this load, which failed: gone again
+            undo_first_load(lock_path, cache_dir, *([data_dir] if made_data_dir else []))
             raise
         after = path_for(key_of(data_dir=data_dir, **kwargs))
         if after is not None and before in (None, after):  # unchanged while it loaded
