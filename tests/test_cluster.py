@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import tempfile
 import time
@@ -47,7 +48,7 @@ class Cluster:
             for args in worker_args:
                 self.ray_start([f"--address={self.address}", *args])
         except BaseException:
-            stop_cluster(self.temp_dir)
+            self.stop()
             raise
 
     def ray_start(self, args: list[str]) -> str:
@@ -76,7 +77,9 @@ class Cluster:
         )
 
     def stop(self) -> None:
+        """Stop this cluster's processes, then remove its folder (Ray's sockets, session logs)."""
         stop_cluster(self.temp_dir)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 SMALL = """
