@@ -295,10 +295,18 @@ def site():
         cannot_run("needs root: sshd in its own PID, mount and network namespaces (unshare, ip netns)")
     base = tempfile.mkdtemp(prefix="rl", dir="/tmp")  # short: Ray's unix sockets live under it
     made: list = []
+    # `ray up` and the head's autoscaler keep SSH control sockets and a config cache in /tmp.
+    ray_leftovers = ("/tmp/ray_ssh_*", "/tmp/ray-config-*")
+    before = {p for pattern in ray_leftovers for p in glob.glob(pattern)}
     yield base, made
     for thing in reversed(made):
         thing.stop() if isinstance(thing, SshNode) else thing.delete()
     shutil.rmtree(base, ignore_errors=True)
+    for path in {p for pattern in ray_leftovers for p in glob.glob(pattern)} - before:  # this test's only
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
 
 
 class LaunchedCluster:
