@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import read_results, record, run_study, write_space  # noqa: E402
+from common import record, run_space  # noqa: E402
 
 SPACE = """
 name: checkpoint_policy
@@ -47,10 +46,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=4)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        space = write_space(os.path.join(tmp, "space.yaml"), SPACE.format(**vars(args)))
-        run_study(["run", space, "--storage-path", tmp, "--name", "exp"], os.path.join(tmp, "log"))
-        trials = read_results(os.path.join(tmp, "exp"))
+    trials = run_space(SPACE.format(**vars(args)))
     rows, shares = [], {}
     for results in trials.values():
         every = results[0]["config"]["checkpoint_every"]

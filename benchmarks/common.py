@@ -81,6 +81,16 @@ def run_study(args: list[str], log_path: str, first_result_glob: str | None = No
     return time.perf_counter() - start, first
 
 
+def run_space(text: str) -> dict[str, list[dict]]:
+    """`study run` a search space given as YAML text, in a temporary folder; each trial's result rows."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        space = write_space(os.path.join(tmp, "space.yaml"), text)
+        run_study(["run", space, "--storage-path", tmp, "--name", "exp"], os.path.join(tmp, "log"))
+        return read_results(os.path.join(tmp, "exp"))
+
+
 def read_results(exp_dir: str) -> dict[str, list[dict]]:
     out = {}
     for trial in sorted(os.listdir(exp_dir)):

@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import read_results, record, run_study, write_space  # noqa: E402
+from common import record, run_space  # noqa: E402
 
 SPACE = """
 name: memory
@@ -45,12 +44,7 @@ def main() -> None:
     parser.add_argument("--num-test", type=int, default=10000)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        space = write_space(
-            os.path.join(tmp, "space.yaml"), SPACE.format(steps=args.steps, epochs=args.epochs, num_test=args.num_test)
-        )
-        run_study(["run", space, "--storage-path", tmp, "--name", "exp"], os.path.join(tmp, "log"))
-        trials = read_results(os.path.join(tmp, "exp"))
+    trials = run_space(SPACE.format(steps=args.steps, epochs=args.epochs, num_test=args.num_test))
     dataset_mb = 50000 * 3 * 32 * 32 / 2**20
     rows, worst, growth = [], 0.0, 0.0
     for name, results in trials.items():

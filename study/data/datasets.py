@@ -16,7 +16,7 @@ from importlib.metadata import version
 import torch
 import torch.nn.functional as F
 
-from study.data.cache import load_cached, source_key, tree_key
+from study.data.cache import load_cached, source_key, tree_key, undo_first_load
 from study.errors import StudyError, reason
 from study.registry import Registry
 
@@ -112,8 +112,7 @@ def load_cifar(name: str, data_dir: str) -> ImageData:
             train = cls(data_dir, train=True, download=True)
             test = cls(data_dir, train=False, download=True)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError
-        if os.path.exists(lock):  # a failed load leaves nothing of its own behind
-            os.remove(lock)
+        undo_first_load(lock)  # a failed load leaves nothing of its own behind
         raise StudyError(
             f"dataset {name}: not found in {data_dir} and the download failed ({reason(exc)}); "
             f"put {cls.filename} ({cls.url}) in that folder, pass --data-dir, "
