@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import ray
+import torch
 from ray import tune
 
 from study.checkpoints import (
@@ -44,6 +45,19 @@ def memory_mb() -> dict[str, float]:
         "rss_mb": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
     }
+
+
+def use_assigned_cpus() -> int:
+    """Give torch as many threads as the CPUs Ray assigned this trial (at least 1).
+
+    Ray sets OMP_NUM_THREADS to a task's CPUs, but torch reads it once, at import: a worker that
+    imported torch before its first trial (`study.cluster.PRELOAD`) would otherwise use a thread
+    per core, and trials packed on one machine would fight over the cores.
+    """
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+    threads = max(1, int(cpus))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def resume_from(trainer: Trainer, checkpoint: tune.Checkpoint) -> None:
@@ -111,6 +125,7 @@ def train_trial(config: dict[str, Any], experiment_path: str | None = None, keep
     # the progress table. Warnings still show.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cfg = trial_config(config)
+    use_assigned_cpus()
     start = time.perf_counter()
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test)  # cached per worker
     data_s = time.perf_counter() - start  # reported with every epoch: what this trial paid for its data
@@ -154,6 +169,7 @@ def train_epochs(
     while trainer.epoch < cfg.epochs:
         metrics = trainer.run_epoch()
         metrics.update(node_id=node_id, pid=os.getpid(), device=str(trainer.device), data_s=data_s, **memory_mb())
+        metrics["threads"] = torch.get_num_threads()  # CPU threads of torch: the trial's assigned CPUs
         metrics["config_key"] = key  # whose row this is, should a folder name ever be given twice
         history.append(metrics)
         if not checkpoint_due(cfg.checkpoint_every, cfg.epochs, history):

@@ -271,3 +271,6 @@ def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(write_
     assert len(trials) == 4
     for d in trials:
         assert [r["epoch"] for r in rows(d)] == [1, 2, 3, 4], d  # nothing lost, nothing repeated
+        # Ray's workers import torch before their first trial (study.cluster.PRELOAD); each trial
+        # still trains with one thread per CPU it was given (1), not one per core of the machine.
+        assert {r["threads"] for r in rows(d)} == {1}, d
