@@ -6,6 +6,7 @@ import os
 import secrets
 import socket
 import sys
+import threading
 
 from study.errors import StudyError, reason, where
 from study.space import StudySpec
@@ -44,10 +45,14 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
         ) from None
 
 
-# Ray starts one idle worker process per CPU as soon as it is up; each imports these before it
-# takes work, so the first trials find torch and the trainable imported while the driver is still
-# setting up the study (about 2 s per worker process on a CPU core).
-PRELOAD = ["study.trainable"]
+# Ray starts an idle worker process per CPU when it starts, for tasks. Tune runs each trial in an
+# actor with its own runtime environment (Tune's env_vars), which Ray never gives such a worker:
+# it starts new ones. The idle ones would only compete with the study's start for the cores.
+SYSTEM_CONFIG = {"prestart_worker_first_driver": False}
+
+
+# Whether this process started the Ray it runs on (a local one), and so should stop it.
+started_here = False
 
 
 def connect(address: str | None) -> None:
@@ -75,8 +80,24 @@ def connect(address: str | None) -> None:
             include_dashboard=False,
             configure_logging=True,
             logging_level="WARNING",
-            _system_config={"preload_python_modules": PRELOAD},
+            _system_config=SYSTEM_CONFIG,
         )
+        global started_here
+        started_here = True
+
+
+def release() -> None:
+    """Stop the local Ray this process started, in a thread, once the study needs it no more.
+
+    Ray waits about a second for its autoscaler monitor to exit; the tables are computed
+    meanwhile. Python joins the thread before it exits. A cluster joined with --address stays up.
+    """
+    global started_here
+    if started_here:
+        import ray
+
+        started_here = False
+        threading.Thread(target=ray.shutdown, name="ray-shutdown").start()
 
 
 def alive_nodes() -> list[dict[str, float]]:

@@ -50,9 +50,9 @@ def memory_mb() -> dict[str, float]:
 def use_assigned_cpus() -> int:
     """Give torch as many threads as the CPUs Ray assigned this trial (at least 1).
 
-    Ray sets OMP_NUM_THREADS to a task's CPUs, but torch reads it once, at import: a worker that
-    imported torch before its first trial (`study.cluster.PRELOAD`) would otherwise use a thread
-    per core, and trials packed on one machine would fight over the cores.
+    Ray sets OMP_NUM_THREADS to a task's CPUs, but torch reads it once, when it is imported, and
+    a user's own OMP_NUM_THREADS wins over Ray's: either way, trials packed on one machine would
+    fight over its cores. The count is reported with every epoch (`threads`).
     """
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
     threads = max(1, int(cpus))
