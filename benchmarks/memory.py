@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +38,30 @@ space:
 """
 
 
+# Resident memory of a fresh Python after each import a trial's worker makes, before any data:
+# Ray (the worker runtime), Tune (with the pandas and pyarrow it imports), torch, the trainable,
+# and torch._dynamo, which torch.optim imports when the first optimiser is made.
+IMPORTS = ["ray", "ray.tune", "torch", "study.trainable", "torch._dynamo"]
+PROBE = """
+import importlib, sys
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS"))
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    print(name, rss())
+"""
+
+
+def runtime_rss() -> list[tuple[str, int]]:
+    """(module, MiB resident after importing it and those before), in a fresh process."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *IMPORTS], capture_output=True, text=True, check=True, cwd=root
+    ).stdout
+    return [(name, int(mib)) for name, mib in (line.split() for line in out.splitlines())]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
@@ -49,12 +74,14 @@ def main() -> None:
     rows, worst, growth = [], 0.0, 0.0
     for name, results in trials.items():
         rss = [r["rss_mb"] for r in results]
+        anon = [r["rss_anon_mb"] for r in results]
         peak = results[-1]["peak_rss_mb"]
         worst, growth = max(worst, peak), max(growth, rss[-1] - rss[1])
         rows.append(
             {
                 "trial": name,
                 "RSS after each epoch (MiB)": " / ".join(f"{v:.0f}" for v in rss),
+                "of which private (RssAnon)": " / ".join(f"{v:.0f}" for v in anon),
                 "peak RSS (MiB)": f"{peak:.0f}",
                 "growth epoch 2 -> last (MiB)": f"{rss[-1] - rss[1]:+.0f}",
             }
@@ -67,8 +94,15 @@ def main() -> None:
     notes = (
         f"2 trials at once (1 CPU each), synthetic 50,000 train / {args.num_test} test images (uint8, "
         f"{dataset_mb:.0f} MiB), cnn 128 / FC 4096 ({17.4:.1f}M params, Adam), batch 256, flip+crop, "
-        f"{args.epochs} epochs of {args.steps} steps. RSS includes the Python, torch and Ray worker runtime."
+        f"{args.epochs} epochs of {args.steps} steps. RSS includes the Python, torch and Ray worker runtime; 'private' is "
+        "its anonymous part (heap, tensors), the rest being file pages (libraries, the memory-mapped "
+        "dataset) that the trials on a machine share."
     )
+    steps = runtime_rss()
+    notes += " Before any data, a fresh Python's RSS after importing " + ", ".join(
+        f"{name} {mib:,} MiB" for name, mib in steps
+    )
+    notes += "; each step includes those before it."
     record("4. Memory per trial", rows, verdict, notes)
 
 

@@ -1,5 +1,5 @@
 import sys
 
-from study.cli import main
+from study.cli import console
 
-sys.exit(main())
+sys.exit(console())

@@ -38,11 +38,17 @@ log = logging.getLogger(__name__)
 
 
 def memory_mb() -> dict[str, float]:
-    """This worker's resident memory now and at its peak, in MiB (Linux /proc and getrusage)."""
-    with open("/proc/self/statm") as f:
-        rss_pages = int(f.read().split()[1])
+    """This worker's resident memory now and at its peak, in MiB (Linux /proc and getrusage).
+
+    `rss_anon_mb` is the part no other process can share (heap, tensors); the rest of `rss_mb` is
+    file pages (the libraries, the memory-mapped dataset cache), shared by the trials on a machine.
+    """
+    with open("/proc/self/status") as f:
+        status = dict(line.split(":", 1) for line in f if ":" in line)
+    kib = {key: int(status[key].split()[0]) for key in ("VmRSS", "RssAnon") if key in status}
     return {
-        "rss_mb": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
+        "rss_mb": kib.get("VmRSS", 0) / 1024,
+        "rss_anon_mb": kib.get("RssAnon", 0) / 1024,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
     }
 
