@@ -49,6 +49,9 @@ def test_tuner_with_asha_reports_stops_and_checkpoints(ray_session, write_yaml, 
             r.metrics
         )
         epochs[r.config["lr"]].append(r.metrics["epoch"])
+        assert r.metrics["threads"] == 2  # torch's threads: the trial's 2 CPUs
+        # Memory: the private part (anonymous pages) is some of what is resident, which is at most the peak.
+        assert 0 < r.metrics["rss_anon_mb"] < r.metrics["rss_mb"] <= r.metrics["peak_rss_mb"] + 1
     assert max(epochs[0.003]) == 3  # the best trial ran to max_t
     assert min(epochs[0.0000001]) < 3, f"ASHA stopped nothing early: {epochs}"
 
