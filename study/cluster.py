@@ -45,9 +45,10 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
         ) from None
 
 
-# Ray starts an idle worker process per CPU when it starts, for tasks. Tune runs each trial in an
-# actor with its own runtime environment (Tune's env_vars), which Ray never gives such a worker:
-# it starts new ones. The idle ones would only compete with the study's start for the cores.
+# When the first driver connects, Ray starts an idle worker process per CPU, ready for tasks. Tune
+# runs each trial in an actor with its own runtime environment (Tune's env_vars), which Ray never
+# gives such a worker: it starts new ones. The idle ones would only compete with the study's start
+# for the cores.
 SYSTEM_CONFIG = {"prestart_worker_first_driver": False}
 
 

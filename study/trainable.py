@@ -53,7 +53,7 @@ def memory_mb() -> dict[str, float]:
     }
 
 
-def use_assigned_cpus() -> int:
+def use_assigned_cpus() -> None:
     """Give torch as many threads as the CPUs Ray assigned this trial (at least 1).
 
     Ray sets OMP_NUM_THREADS to a task's CPUs, but torch reads it once, when it is imported, and
@@ -61,9 +61,7 @@ def use_assigned_cpus() -> int:
     fight over its cores. The count is reported with every epoch (`threads`).
     """
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
-    threads = max(1, int(cpus))
-    torch.set_num_threads(threads)
-    return threads
+    torch.set_num_threads(max(1, int(cpus)))
 
 
 def resume_from(trainer: Trainer, checkpoint: tune.Checkpoint) -> None:
@@ -175,7 +173,7 @@ def train_epochs(
     while trainer.epoch < cfg.epochs:
         metrics = trainer.run_epoch()
         metrics.update(node_id=node_id, pid=os.getpid(), device=str(trainer.device), data_s=data_s, **memory_mb())
-        metrics["threads"] = torch.get_num_threads()  # CPU threads of torch: the trial's assigned CPUs
+        metrics["threads"] = torch.get_num_threads()  # torch's CPU threads: the CPUs Ray assigned (use_assigned_cpus)
         metrics["config_key"] = key  # whose row this is, should a folder name ever be given twice
         history.append(metrics)
         if not checkpoint_due(cfg.checkpoint_every, cfg.epochs, history):
