@@ -200,7 +200,9 @@ def load_experiments(paths: Iterable[str], pool: bool = False) -> pd.DataFrame:
 
 
 def check_poolable(name: str, runs: list[pd.DataFrame]) -> None:
-    """Runs pool only when each variant's config, seed aside, is the same in every run."""
+    """Runs pool only when each variant's config, seed aside, is the same in every run, and no
+    variant has a seed in two runs: that is one measurement twice (a copied or repeated run),
+    which would narrow the error bars without adding anything."""
     fields = [c for c in runs[0] if c.startswith("config_") and c != "config_seed"]
 
     def settings(frame: pd.DataFrame) -> dict[str, dict[str, str]]:
@@ -223,6 +225,18 @@ def check_poolable(name: str, runs: list[pd.DataFrame]) -> None:
                 paths = f"{runs[0]['experiment_path'].iloc[0]} and {frame['experiment_path'].iloc[0]}"
                 raise StudyError(
                     f"--pool: {paths} differ in {', '.join(differ)} (variant {variant}); they cannot be pooled"
+                )
+    first_with: dict[tuple[str, str], str] = {}  # (variant, seed) -> the run that has it
+    for frame in runs:
+        path = frame["experiment_path"].iloc[0]
+        seeds = frame["config_seed"] if "config_seed" in frame else pd.Series("default", index=frame.index)
+        pairs = zip(frame["variant"].fillna("all"), seeds, strict=True)
+        for variant, seed in sorted({(str(v), str(s)) for v, s in pairs}):
+            earlier = first_with.setdefault((variant, seed), path)
+            if earlier != path:
+                raise StudyError(
+                    f"--pool: {earlier} and {path} both ran variant {variant} with seed {seed}: the same "
+                    "measurement twice, not another seed; pool runs made with other seeds (study run --seed N)"
                 )
 
 

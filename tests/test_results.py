@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 import torch
@@ -104,6 +106,14 @@ def test_runs_of_one_name_stay_apart_unless_pooled_and_alike(experiment, run_cli
     assert code == 0, err
     pooled = pd.read_csv(tmp_path / "pooled" / "per_variant.csv").set_index("variant")
     assert set(pooled.index) == {"mlp", "cnn"} and (pooled["seeds"] == 3).all()  # seeds 0, 1 and 7
+
+    # A copy of a run (or the same seeds run again) is not more seeds: pooling it is refused.
+    shutil.copytree(root + "/more-seeds", root + "/copied")
+    assert_bad_input(
+        run_cli("analyze", str(experiment), root + "/more-seeds", root + "/copied", "--pool"),
+        "both ran variant",
+        "with seed 7",
+    )
 
 
 SEARCH = """
