@@ -30,27 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one search-space file, or every .yaml in a folder")
     run.add_argument("spaces", nargs="+", metavar="SPACE", help="a search-space .yaml, or a folder of them")
     add_cluster_args(run)
-    over = run.add_argument_group("overrides (replace the file's values, checked the same way)")
-    over.add_argument("--dataset", help="dataset registry name, e.g. digits, synthetic, cifar100")
-    over.add_argument("--data-dir", help="where datasets are cached (default ~/.cache/cifar-study)")
-    over.add_argument("--name", help="experiment folder name (default NAME-YYYYmmdd-HHMMSS)")
-    over.add_argument("--num-samples", type=int, help="repeats of the grid, or samples for random/optuna")
-    over.add_argument("--max-epochs", type=int, help="epochs for every trial, and ASHA's max_t")
-    over.add_argument("--cpus-per-trial", type=float, help="CPU cores per trial")
-    over.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; 0.25 packs 4 trials on a GPU")
-    over.add_argument("--seed", type=int, help="one fixed trial seed, replacing the file's seed grid")
-    over.add_argument("--max-failures", type=int, help="retries of a crashed trial (default 2)")
-    over.add_argument(
-        "--scheduler",
-        choices=("asha", "fifo"),
-        help="fifo runs every trial to max_t (clean ablations); asha stops the weak early",
-    )
-    over.add_argument(
-        "--set",
-        action="append",
-        metavar="FIELD=VALUE",
-        help="fix any config field, e.g. --set num_train=500 --set batch_size=64 (repeatable)",
-    )
+    add_override_args(run)
+    run.add_argument("--name", help="experiment folder name (default NAME-YYYYmmdd-HHMMSS)")
     run.add_argument(
         "--resume",
         action="store_true",
@@ -65,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check search-space files without running anything")
     validate.add_argument("spaces", nargs="+", metavar="SPACE")
+    add_override_args(validate)
 
     analyze = sub.add_parser("analyze", help="tables and learning curves of finished or running experiments")
     analyze.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR", help="local folders or URIs (s3://...)")
@@ -115,6 +97,34 @@ def add_cluster_args(p: argparse.ArgumentParser, storage: bool = True) -> None:
     )
 
 
+def add_override_args(parser: argparse.ArgumentParser) -> None:
+    """The flags that replace a file's values: `study run` and `study validate` take the same."""
+    over = parser.add_argument_group("overrides (replace the file's values, checked the same way)")
+    over.add_argument("--dataset", help="dataset registry name, e.g. digits, synthetic, cifar100")
+    over.add_argument("--data-dir", help="where datasets are cached (default ~/.cache/cifar-study)")
+    over.add_argument("--num-samples", type=int, help="repeats of the grid, or samples for random/optuna")
+    over.add_argument(
+        "--max-epochs",
+        type=int,
+        help="epochs for every trial, and ASHA's max_t; ASHA's grace_period becomes at most N/3 (at least 1)",
+    )
+    over.add_argument("--cpus-per-trial", type=float, help="CPU cores per trial")
+    over.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; 0.25 packs 4 trials on a GPU")
+    over.add_argument("--seed", type=int, help="one fixed trial seed, replacing the file's seed grid")
+    over.add_argument("--max-failures", type=int, help="retries of a crashed trial (default 2)")
+    over.add_argument(
+        "--scheduler",
+        choices=("asha", "fifo"),
+        help="fifo runs every trial to max_t (clean ablations); asha stops the weak early",
+    )
+    over.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="fix any config field, e.g. --set num_train=500 --set batch_size=64 (repeatable)",
+    )
+
+
 OVERRIDES = (
     "dataset",
     "data_dir",
@@ -133,12 +143,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from study.run import checkpoint_disk, expand_spaces
     from study.space import load_spec
 
+    overrides = {k: getattr(args, k) for k in OVERRIDES}
     for path in expand_spaces(args.spaces):
-        spec = load_spec(path)
+        spec = load_spec(path, overrides)
         largest_mb, total_gb = checkpoint_disk(spec)
+        scheduler = spec.scheduler.type
+        if scheduler == "asha":
+            scheduler += f" grace_period {min(spec.scheduler.grace_period, spec.max_epochs())}"
         print(
             f"{path}: ok ({spec.num_trials()} trials x up to {spec.max_epochs()} epochs, "
-            f"{spec.search.type} search, {spec.scheduler.type}); checkpoints up to {largest_mb:,.0f} MB each, "
+            f"{spec.search.type} search, {scheduler}); checkpoints up to {largest_mb:,.0f} MB each, "
             f"at most {total_gb:,.1f} GB on disk ({spec.num_trials()} trials x {spec.keep_checkpoints} kept)"
         )
     return EXIT_OK

@@ -98,6 +98,16 @@ def test_every_report_space_takes_the_offline_overrides():
         assert spec.scheduler.grace_period == 1, name  # ASHA still has rungs to stop trials at
 
 
+
+def test_validate_takes_the_same_overrides_as_run_and_shows_the_grace_period(run_cli):
+    path = os.path.join(os.path.dirname(__file__), "..", "search_spaces", "report", "augmentation.yaml")
+    code, out, err = run_cli("validate", path)
+    assert code == 0 and "x up to 20 epochs" in out and "asha grace_period 5)" in out, out + err
+    code, out, err = run_cli("validate", path, "--dataset", "digits", "--max-epochs", "3")
+    assert code == 0 and "x up to 3 epochs" in out and "asha grace_period 1)" in out, out + err
+    assert run_cli("validate", path, "--max-epochs", "0")[0] == 2  # checked as in `study run`
+
+
 BAD = [
     ("name: x\nspace: {lr: 0.1]\n", "line 2: YAML syntax error"),
     ("nmae: x\n", "nmae: unknown key; expected one of: name"),
