@@ -98,7 +98,6 @@ def test_every_report_space_takes_the_offline_overrides():
         assert spec.scheduler.grace_period == 1, name  # ASHA still has rungs to stop trials at
 
 
-
 def test_validate_takes_the_same_overrides_as_run_and_shows_the_grace_period(run_cli):
     path = os.path.join(os.path.dirname(__file__), "..", "search_spaces", "report", "augmentation.yaml")
     code, out, err = run_cli("validate", path)
