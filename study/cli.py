@@ -214,10 +214,12 @@ def print_outcome(outcome) -> int:
 def stopped(outcome) -> int:
     """A study stopped by a signal: no tables (it did not finish), the way to continue, 128 + signal."""
     name = signal.Signals(outcome.stopped_by).name
-    print(
-        f"study: stopped by {name}; Tune's state is saved. Continue with: study resume {outcome.path}",
-        file=sys.stderr,
+    state = (
+        "stopped at once: Tune's state is as of its last periodic save, and each trial continues from its newest checkpoint"
+        if outcome.at_once
+        else "Tune's state is saved"
     )
+    print(f"study: stopped by {name}; {state}. Continue with: study resume {outcome.path}", file=sys.stderr)
     return 128 + outcome.stopped_by
 
 

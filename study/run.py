@@ -43,6 +43,7 @@ class Outcome:
     path: str
     failed_trials: int
     stopped_by: int | None  # the signal (SIGINT, SIGTERM) that stopped the study early, or None
+    at_once: bool = False  # a second signal stopped it at once, without Tune's final save
 
 
 def expand_spaces(paths: Sequence[str]) -> list[str]:
@@ -294,8 +295,8 @@ def fit(tuner: Any, path: str) -> Outcome:
     with stop_signals() as received:
         try:
             results = tuner.fit()
-        except KeyboardInterrupt:  # a second signal: stopped at once; the state of the last step stays
-            return Outcome(path, 0, received[0] if received else signal.SIGINT)
+        except KeyboardInterrupt:  # a second signal: stopped at once; the state of the last save stays
+            return Outcome(path, 0, received[0] if received else signal.SIGINT, at_once=True)
     if not storage.is_uri(path):
         from study import signing
 

@@ -275,3 +275,14 @@ def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(write_
         assert [r["epoch"] for r in rows(d)] == [1, 2, 3, 4], d  # nothing lost, nothing repeated
         # Each trial trains with one thread per CPU it was given (1), whatever OMP_NUM_THREADS says.
         assert {r["threads"] for r in rows(d)} == {1}, d
+
+
+def test_a_stop_at_once_does_not_claim_tunes_final_save(capsys):
+    from study.cli import stopped
+    from study.run import Outcome
+
+    assert stopped(Outcome("/x/exp", 0, signal.SIGINT)) == 130
+    assert "Tune's state is saved. Continue with: study resume /x/exp" in capsys.readouterr().err
+    assert stopped(Outcome("/x/exp", 0, signal.SIGTERM, at_once=True)) == 143
+    err = capsys.readouterr().err
+    assert "stopped at once" in err and "state is saved" not in err and "study resume /x/exp" in err
