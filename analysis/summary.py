@@ -106,7 +106,7 @@ def summarize_experiments(
         "(Welch t-test over seeds; Holm-adjusted over each experiment's variants)",
         "against_report": "3. Against the report",
         "compute": "4. Compute, and what ASHA saved",
-        "best_trials": "Best trials",
+        "best_trials": "5. Best trials",
     }
     displays = {"per_variant": display_per_variant(built["per_variant"])}
     for name, table in built.items():

@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze = sub.add_parser("analyze", help="tables and learning curves of finished or running experiments")
     analyze.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR", help="local folders or URIs (s3://...)")
-    analyze.add_argument("--out", help="where tables and plots go (default EXPERIMENT_DIR/analysis)")
+    analyze.add_argument(
+        "--out", help="where tables and plots go (default EXPERIMENT_DIR/analysis; ./study-analysis for several)"
+    )
     analyze.add_argument(
         "--pool",
         action="store_true",

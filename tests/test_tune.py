@@ -106,7 +106,7 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
         "effects": "## 2. Ablation effects",
         "against_report": "## 3. Against the report",
         "compute": "## 4. Compute",
-        "best_trials": "## Best trials",
+        "best_trials": "## 5. Best trials",
     }
     for table, title in titles.items():
         assert (exp / "analysis" / f"{table}.csv").exists() and (exp / "analysis" / f"{table}.md").exists()
