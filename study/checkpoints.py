@@ -17,6 +17,8 @@ import glob
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +28,39 @@ from study.storage import is_uri
 
 META_FILE = "meta.json"  # beside CHECKPOINT_FILE: {"epoch", "config_key", "history"}
 CHECKPOINT_SHARE = 0.05  # checkpoint_every 0 (auto): writing stays at or under this share of training
+
+
+def scratch_root() -> str | None:
+    """This user's folder for checkpoints being written, cleared of those whose writer died.
+
+    A trial writes each checkpoint into a temporary folder here (named after its process id)
+    before Tune moves it to storage. A worker killed meanwhile (out of memory, SIGKILL) would
+    leave it in the temp dir for good: a width-1024 CNN's is 2 GB. Each trial's start removes
+    the folders of processes that no longer run. None (use the plain temp dir) when the folder
+    cannot be made or belongs to someone else.
+    """
+    root = os.path.join(tempfile.gettempdir(), f"study-checkpoints-{os.getuid()}")
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        if os.stat(root).st_uid != os.getuid():
+            return None
+        for name in os.listdir(root):
+            pid = name.split("-", 1)[0]
+            if pid.isdigit() and not process_alive(int(pid)):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    except OSError:
+        return None
+    return root
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def checkpoint_due(every: int, epochs: int, history: list[Mapping[str, Any]]) -> bool:

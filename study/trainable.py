@@ -26,6 +26,7 @@ from study.checkpoints import (
     newest_first,
     prune,
     recorded_epoch,
+    scratch_root,
     write_meta,
 )
 from study.data import load_dataset
@@ -170,6 +171,7 @@ def train_epochs(
     `keep` there are emptied after each new one.
     """
     node_id = ray.get_runtime_context().get_node_id()
+    scratch = scratch_root()  # where checkpoints are written before Tune moves them to storage
     while trainer.epoch < cfg.epochs:
         metrics = trainer.run_epoch()
         metrics.update(node_id=node_id, pid=os.getpid(), device=str(trainer.device), data_s=data_s, **memory_mb())
@@ -179,7 +181,7 @@ def train_epochs(
         if not checkpoint_due(cfg.checkpoint_every, cfg.epochs, history):
             tune.report(metrics)
         else:
-            with tempfile.TemporaryDirectory() as folder:
+            with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-", dir=scratch) as folder:
                 path = os.path.join(folder, CHECKPOINT_FILE)
                 start = time.perf_counter()
                 trainer.save(path)

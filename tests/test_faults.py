@@ -5,6 +5,8 @@ from __future__ import annotations
 import glob
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -151,6 +153,10 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint(write_yaml, tmp_path
     first_after = next(i for i, p in enumerate(pids) if p != victim)
     assert first_after > 0 and all(p != victim for p in pids[first_after:])
     assert epochs[first_after] in (k, k + 1), (epochs, k)  # from the checkpoint, not from epoch 1
+    # Had the kill come while it wrote a checkpoint, the retry's start removed that scratch folder.
+    from study.checkpoints import scratch_root
+
+    assert not [n for n in os.listdir(scratch_root()) if n.startswith(f"{victim}-")]
 
     from ray.tune import ExperimentAnalysis
 
@@ -189,3 +195,19 @@ def test_diverging_trial_stops_and_the_study_goes_on(ray_session, run_cli, write
 
     table = pd.read_csv(tmp_path / "d" / "analysis" / "per_variant.csv").set_index("variant")
     assert table.loc["wild", "diverged"] == 1 and table.loc["sane", "diverged"] == 0
+
+
+def test_checkpoint_scratch_folders_of_dead_writers_are_removed(tmp_path, monkeypatch):
+    import tempfile
+
+    from study.checkpoints import scratch_root
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    root = scratch_root()
+    assert root == str(tmp_path / f"study-checkpoints-{os.getuid()}") and os.stat(root).st_mode & 0o777 == 0o700
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    os.makedirs(os.path.join(root, f"{ended.pid}-x1"))  # a worker killed while writing a checkpoint
+    os.makedirs(os.path.join(root, f"{os.getpid()}-x2"))  # this process, still writing one
+    assert scratch_root() == root
+    assert os.listdir(root) == [f"{os.getpid()}-x2"]
