@@ -103,6 +103,14 @@ def resume(
             log.warning("%s; trying the checkpoint before it", exc)
             continue
         recorded = recorded_epoch(trial_dir, checkpoint.path if checkpoint is not None else None)
+        if checkpoint is None or os.path.normpath(folder) != os.path.normpath(checkpoint.path):
+            # Ray's own log line names the checkpoint in Tune's state; say which one is used.
+            named = os.path.basename(checkpoint.path) if checkpoint is not None else "none"
+            print(
+                f"[study] continuing from {os.path.basename(folder)} (epoch {meta['epoch']}), newer than the "
+                f"checkpoint Tune's state names ({named})",
+                flush=True,
+            )
         history = meta["history"]
         return history, [m for m in history if m["epoch"] > recorded]
     if checkpoint is not None:

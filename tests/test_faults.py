@@ -109,6 +109,8 @@ def test_driver_sigkill_then_resume_loses_and_repeats_nothing(write_yaml, tmp_pa
             assert all(e <= k for e in replayed), (d, replayed, k)
         if stale and k >= 2:
             assert replayed[: k - 1] == list(range(1, k)), (d, replayed, k)  # Tune's state had none
+    if stale:  # Ray's log names no checkpoint (the state had none); the trial says which it used
+        assert "[study] continuing from checkpoint_" in open(tmp_path / "resume.log").read()
     in_flight = 2  # 2 CPUs, 1 per trial
     assert trained_rows <= 4 * 4 + in_flight
 
