@@ -101,6 +101,19 @@ def release() -> None:
         threading.Thread(target=ray.shutdown, name="ray-shutdown").start()
 
 
+def check_local_cpus(spec: StudySpec, address: str | None, autoscale: bool) -> None:
+    """Before starting a local Ray: a trial that asks for more CPUs than this machine has is an
+    error now, not after Ray's start (a local Ray never has more CPUs than the machine)."""
+    if address or autoscale or ("ray" in sys.modules and sys.modules["ray"].is_initialized()):
+        return
+    cpu, machine = spec.resources.cpu, os.cpu_count() or 1
+    if cpu is not None and cpu > machine:
+        raise StudyError(
+            f"{where(spec.source, 'resources.cpu')}each trial asks for {cpu:g} CPU, but this machine has "
+            f"{machine}; lower --cpus-per-trial, or pass --address to run on a cluster"
+        )
+
+
 def alive_nodes() -> list[dict[str, float]]:
     import ray
 

@@ -231,8 +231,10 @@ def write_environment(experiment_path: str, command: Sequence[str], resumed: boo
 
 def connect_and_size(plans: Sequence[Plan], address: str | None, autoscale: bool) -> list[dict[str, float]]:
     """Start or join Ray, then check that one trial of every plan fits a node (before any runs)."""
-    from study.cluster import connect, resolve_resources
+    from study.cluster import check_local_cpus, connect, resolve_resources
 
+    for plan in plans:
+        check_local_cpus(plan.spec, address, autoscale)
     connect(address)
     return [resolve_resources(plan.spec, autoscale) for plan in plans]
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -95,6 +97,16 @@ def test_more_gpus_than_any_node_fails_at_once(ray_session, run_cli, write_yaml,
     result = run_cli("run", write_yaml(TINY), "--cpus-per-trial", "64", "--storage-path", str(tmp_path / "r"))
     assert_bad_input(result, "resources.cpu: each trial asks for 64 CPU")
     assert not (tmp_path / "r").exists() or not os.listdir(tmp_path / "r")
+
+
+def test_more_cpus_than_this_machine_fails_before_ray_starts(write_yaml, tmp_path):
+    too_many = str((os.cpu_count() or 1) + 1)
+    args = ["run", write_yaml(TINY), "--cpus-per-trial", too_many, "--storage-path", str(tmp_path / "r")]
+    code = "import sys; from study.cli import main; c = main(sys.argv[1:]); print('ray' in sys.modules); sys.exit(c)"
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout.strip() == "False", done.stdout + done.stderr  # Ray not even imported
+    assert f"resources.cpu: each trial asks for {too_many} CPU, but this machine has" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
 def test_resume_of_nothing(run_cli, write_yaml, tmp_path):
