@@ -6,7 +6,6 @@ import os
 import secrets
 import socket
 import sys
-import threading
 
 from study.errors import StudyError, reason, where
 from study.space import StudySpec
@@ -52,10 +51,6 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
 SYSTEM_CONFIG = {"prestart_worker_first_driver": False}
 
 
-# Whether this process started the Ray it runs on (a local one), and so should stop it.
-started_here = False
-
-
 def connect(address: str | None) -> None:
     """Start a local, loopback-only Ray (no dashboard), or join the cluster at `address`.
 
@@ -83,22 +78,6 @@ def connect(address: str | None) -> None:
             logging_level="WARNING",
             _system_config=SYSTEM_CONFIG,
         )
-        global started_here
-        started_here = True
-
-
-def release() -> None:
-    """Stop the local Ray this process started, in a thread, once the study needs it no more.
-
-    Ray waits about a second for its autoscaler monitor to exit; the tables are computed
-    meanwhile. Python joins the thread before it exits. A cluster joined with --address stays up.
-    """
-    global started_here
-    if started_here:
-        import ray
-
-        started_here = False
-        threading.Thread(target=ray.shutdown, name="ray-shutdown").start()
 
 
 def check_local_cpus(spec: StudySpec, address: str | None, autoscale: bool) -> None:
