@@ -162,24 +162,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from study import run
+    from study.cluster import release
 
     overrides = {k: getattr(args, k) for k in OVERRIDES}
     plans = run.plan_runs(args.spaces, overrides, args.storage_path, args.name, args.resume, args.trust)
     resources = run.connect_and_size(plans, args.address, args.autoscale)
     failed = 0
-    for plan, trial_resources in zip(plans, resources, strict=True):
+    for i, (plan, trial_resources) in enumerate(zip(plans, resources, strict=True)):
         if plan.path is not None:  # --resume
             outcome = run.resume_experiment(plan.path, trial_resources, args.command_line, plan.spec)
         else:
             outcome = run.run_experiment(plan, trial_resources, args.command_line)
         if outcome.stopped_by is not None:
             return stopped(outcome)
+        if i == len(plans) - 1:
+            release()  # the tables need no Ray
         failed += print_outcome(outcome)
     return EXIT_TRIALS_FAILED if failed else EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from study import run, storage
+    from study.cluster import release
     from study.prepare import prepare_inputs
 
     path = storage.normalize(args.experiment)
@@ -192,6 +196,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     outcome = run.resume_experiment(path, resources, args.command_line, spec)
     if outcome.stopped_by is not None:
         return stopped(outcome)
+    release()
     return EXIT_TRIALS_FAILED if print_outcome(outcome) else EXIT_OK
 
 
