@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,26 +64,78 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def checkpoint_due(every: int, epochs: int, history: list[Mapping[str, Any]]) -> bool:
+def checkpoint_due(every: int, epochs: int, history: list[Mapping[str, Any]], write_s: float = 0.0) -> bool:
     """Whether to checkpoint the epoch just trained, the last entry of `history` (metrics per epoch).
 
     The last epoch, and a diverged one, always. `every` > 0: every that many epochs. `every` 0
-    (auto): when the epochs trained since the newest checkpoint took at least 1/CHECKPOINT_SHARE
-    times as long as writing it (its `checkpoint_s`); so every epoch when a checkpoint costs at
-    most 5% of an epoch, and otherwise as soon as the time trained since pays for one. The
-    first checkpoint of a trial measures that cost, so it is always written.
+    (auto): `write_s` is what a write is expected to take (see `expected_write_s`), and a
+    checkpoint is written once the epochs trained since the newest one (or since the start) took
+    at least 1/CHECKPOINT_SHARE times as long, unless the epochs still to come (at this trial's
+    mean epoch time) take less than that: the last epoch's checkpoint, always written, then
+    comes soon enough. So every epoch while a write costs at most 5% of an epoch; otherwise every
+    write, the last included, follows at least 20 writes' worth of training, and a crash repeats
+    at most about that much.
     """
     current = history[-1]
     if current["epoch"] >= epochs or current.get("diverged"):
         return True
     if every:
         return current["epoch"] % every == 0
+    budget = write_s / CHECKPOINT_SHARE  # seconds of training one write must pay for
     trained = 0.0
     for metrics in reversed(history):
         if "checkpoint_s" in metrics:
-            return trained * CHECKPOINT_SHARE >= metrics["checkpoint_s"]
+            break
         trained += metrics["epoch_time_s"]
-    return True
+    mean_epoch_s = sum(m["epoch_time_s"] for m in history) / len(history)
+    return trained >= budget and mean_epoch_s * (epochs - current["epoch"]) >= budget
+
+
+class WriteSpeed:
+    """How fast this process writes checkpoints (bytes/s): measured by a probe, then by each write.
+
+    One per worker process (`WRITE_SPEED`), so a reused worker's later trials expect their first
+    write to take what the earlier trials' writes took, and only a worker's first trial probes.
+    """
+
+    PROBE_BYTES = 64 * 2**20  # at most; enough to see the disk's speed, not its latency
+
+    def __init__(self) -> None:
+        self.bytes_per_s: float | None = None
+
+    def note(self, nbytes: int, seconds: float) -> None:
+        """A write of `nbytes` that took `seconds`."""
+        if seconds > 0:
+            self.bytes_per_s = nbytes / seconds
+
+    def probe(self, nbytes: int, folder: str | None) -> float:
+        """torch.save `nbytes` (at most PROBE_BYTES) of zeros into `folder`; the seconds it took."""
+        import torch
+
+        size = max(1, min(nbytes, self.PROBE_BYTES))
+        with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-probe-", dir=folder) as scratch:
+            start = time.perf_counter()
+            torch.save(torch.zeros(size, dtype=torch.uint8), os.path.join(scratch, "probe.pt"))
+            seconds = time.perf_counter() - start
+        self.note(size, seconds)
+        return seconds
+
+
+WRITE_SPEED = WriteSpeed()
+
+
+def expected_write_s(history: list[Mapping[str, Any]], state_bytes: int, folder: str | None) -> tuple[float, float]:
+    """(seconds the trial's next checkpoint should take to write, seconds spent probing for it).
+
+    The trial's own newest write when it has one (`checkpoint_s` in `history`), else its state's
+    size at this process's measured speed, probed first (once per process) when there is none.
+    """
+    for metrics in reversed(history):
+        if "checkpoint_s" in metrics:
+            return float(metrics["checkpoint_s"]), 0.0
+    probe_s = 0.0 if WRITE_SPEED.bytes_per_s else WRITE_SPEED.probe(state_bytes, folder)
+    speed = WRITE_SPEED.bytes_per_s
+    return (state_bytes / speed if speed else 0.0), probe_s
 
 
 def config_key(config: Mapping[str, Any]) -> str:

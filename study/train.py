@@ -205,6 +205,13 @@ class Trainer:
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
 
+    def state_bytes(self) -> int:
+        """Bytes of the tensors a checkpoint holds: the weights and the optimiser's state (Adam: 2x)."""
+        tensors = list(self.model.state_dict().values())
+        for per_param in self.optimizer.state_dict()["state"].values():
+            tensors += [v for v in per_param.values() if isinstance(v, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -3,7 +3,7 @@
 It turns Tune's `config` into a `TrialConfig`, resumes from the trial's newest checkpoint (see
 `study.checkpoints`), and after every epoch reports the metrics, with a checkpoint of the full
 state as `checkpoint_due` decides (by default, every epoch unless writing costs more than 5% of
-the training since the last checkpoint) and at the last.
+the training since the last checkpoint, or the end is that close) and at the last.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import torch
 from ray import tune
 
 from study.checkpoints import (
+    WRITE_SPEED,
     checkpoint_due,
     config_key,
+    expected_write_s,
     fallback_checkpoint,
     newest_first,
     prune,
@@ -186,7 +188,13 @@ def train_epochs(
         metrics["threads"] = torch.get_num_threads()  # torch's CPU threads: the CPUs Ray assigned (use_assigned_cpus)
         metrics["config_key"] = key  # whose row this is, should a folder name ever be given twice
         history.append(metrics)
-        if not checkpoint_due(cfg.checkpoint_every, cfg.epochs, history):
+        write_s = 0.0
+        if cfg.checkpoint_every == 0 and trainer.epoch < cfg.epochs:  # auto: what would a write cost?
+            write_s, probe_s = expected_write_s(history, trainer.state_bytes(), scratch)
+            metrics["expected_checkpoint_s"] = write_s  # the policy's input, in the results
+            if probe_s:
+                metrics["checkpoint_probe_s"] = probe_s  # this worker's first trial measures its disk
+        if not checkpoint_due(cfg.checkpoint_every, cfg.epochs, history, write_s):
             tune.report(metrics)
         else:
             with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-", dir=scratch) as folder:
@@ -195,6 +203,7 @@ def train_epochs(
                 trainer.save(path)
                 metrics["checkpoint_s"] = time.perf_counter() - start  # written to local disk
                 metrics["checkpoint_mb"] = os.path.getsize(path) / 2**20
+                WRITE_SPEED.note(os.path.getsize(path), metrics["checkpoint_s"])  # for this worker's next trials
                 write_meta(folder, trainer.epoch, key, history)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
             if prune_dir:

@@ -135,7 +135,7 @@ def epochs_of(times: list[float], write_s: float, every: int = 0, epochs: int = 
     history, saved = [], []
     for epoch, seconds in enumerate(times, start=1):
         history.append({"epoch": epoch, "epoch_time_s": seconds, "diverged": False})
-        if checkpoint_due(every, epochs, history):
+        if checkpoint_due(every, epochs, history, write_s):
             history[-1]["checkpoint_s"] = write_s
             saved.append(epoch)
     return saved
@@ -146,18 +146,54 @@ def test_auto_checkpoints_every_epoch_while_a_write_is_cheap():
 
 
 def test_auto_spaces_expensive_checkpoints_to_5_percent_of_training():
-    # A write of 1 s against 4 s epochs: after the first (which measures it), every 20 s of training.
-    assert epochs_of([4.0] * 16, write_s=1.0) == [1, 6, 11, 16]
+    # A write of 1 s against 4 s epochs: every 20 s of training, the first included.
+    assert epochs_of([4.0] * 16, write_s=1.0) == [5, 10, 15]
     # Time trained counts, not epochs: 2 epochs of 4 s, then 6 of 2 s make the 20 s.
-    assert epochs_of([4.0] * 3 + [2.0] * 12, write_s=1.0) == [1, 9]
+    assert epochs_of([4.0] * 3 + [2.0] * 12, write_s=1.0) == [7]
+
+
+def test_auto_leaves_the_end_to_the_last_checkpoint():
+    # Epoch 15 would have paid for a write, but the last (always written) comes 4 s later.
+    assert epochs_of([4.0] * 16, write_s=1.0, epochs=16) == [5, 10, 16]
+    # A run shorter than one write's worth of training writes its last epoch alone.
+    assert epochs_of([4.0] * 5, write_s=1.0, epochs=5) == [5]
 
 
 def test_last_and_diverged_epochs_are_always_saved_and_every_n_is_kept():
     from study.checkpoints import checkpoint_due
 
-    assert epochs_of([4.0] * 5, write_s=1.0, epochs=5) == [1, 5]
     assert epochs_of([1.0] * 7, write_s=0.0, every=3, epochs=7) == [3, 6, 7]
-    assert checkpoint_due(0, 9, [{"epoch": 1, "epoch_time_s": 1, "checkpoint_s": 9}, {"epoch": 2, "diverged": True}])
+    history = [{"epoch": 1, "epoch_time_s": 1, "checkpoint_s": 9}, {"epoch": 2, "epoch_time_s": 1, "diverged": True}]
+    assert checkpoint_due(0, 9, history, 9.0)
+    assert not checkpoint_due(0, 9, history[:1] + [{**history[1], "diverged": False}], 9.0)
+
+
+def test_expected_write_time_probes_once_per_process_then_uses_measured_writes(tmp_path, monkeypatch):
+    from study import checkpoints
+
+    speed = checkpoints.WriteSpeed()
+    monkeypatch.setattr(checkpoints, "WRITE_SPEED", speed)
+    # No write yet in this process: a probe (a torch.save of zeros) measures the disk, and leaves nothing.
+    write_s, probe_s = checkpoints.expected_write_s([], 8 * 2**20, str(tmp_path))
+    assert probe_s > 0 and write_s == pytest.approx(probe_s, rel=1e-6) and speed.bytes_per_s > 0
+    assert list(tmp_path.iterdir()) == []
+    # Later trials of the process scale the measured speed to their own state's size; no probe.
+    assert checkpoints.expected_write_s([], 16 * 2**20, str(tmp_path)) == (pytest.approx(2 * write_s), 0.0)
+    speed.note(100 * 2**20, 0.5)  # a real write: 200 MiB/s
+    assert checkpoints.expected_write_s([], 2**30, None) == (pytest.approx(5.12), 0.0)
+    # A trial that has written a checkpoint expects its own measured time again.
+    history = [{"epoch": 1, "epoch_time_s": 3.0, "checkpoint_s": 0.7}, {"epoch": 2, "epoch_time_s": 3.0}]
+    assert checkpoints.expected_write_s(history, 2**30, None) == (0.7, 0.0)
+
+
+def test_state_bytes_counts_weights_and_optimiser_state():
+    cfg = tiny(max_steps_per_epoch=1)
+    trainer = Trainer(cfg, data_for(cfg))
+    weights = sum(p.numel() * p.element_size() for p in trainer.model.state_dict().values())
+    assert trainer.state_bytes() == weights  # before the first step Adam holds no state
+    trainer.run_epoch()
+    params = sum(p.numel() * p.element_size() for p in trainer.model.parameters())
+    assert trainer.state_bytes() >= weights + 2 * params  # Adam's two moments per parameter
 
 
 def test_checkpoint_every_defaults_to_auto_and_rejects_negatives():
