@@ -38,7 +38,7 @@ def main() -> None:
     import torch
 
     from study.config import TrialConfig
-    from study.data import load_dataset
+    from study.data.datasets import load_dataset
     from study.train import Trainer
 
     rows = []

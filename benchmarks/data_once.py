@@ -40,7 +40,7 @@ space:
 """
 
 TIME_LOAD = (
-    "import time, sys; from study.data import load_dataset; t = time.perf_counter(); "
+    "import time, sys; from study.data.datasets import load_dataset; t = time.perf_counter(); "
     "d = load_dataset('imagefolder', sys.argv[1]); print(time.perf_counter() - t, len(d.train_y))"
 )
 

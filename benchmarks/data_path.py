@@ -55,8 +55,8 @@ def main() -> None:
     from torch.utils.data import DataLoader
     from torchvision import transforms
 
-    from study.data import BatchLoader
     from study.data.datasets import channel_stats, synthetic_images
+    from study.data.loader import BatchLoader
 
     images, labels = synthetic_images(args.num_images, 100, seed=0)  # (N, 3, 32, 32) uint8
     mean, std = channel_stats(images)

@@ -24,7 +24,7 @@ def epoch_seconds(model_fields: dict, precision: str, n_train: int, n_test: int,
     import torch
 
     from study.config import TrialConfig
-    from study.data import load_dataset
+    from study.data.datasets import load_dataset
     from study.train import Trainer
 
     cfg = TrialConfig.from_dict(

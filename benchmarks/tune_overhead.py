@@ -28,7 +28,7 @@ def measure(threads: int, args: argparse.Namespace, tmp: str) -> dict:
     import torch
 
     from study.config import TrialConfig
-    from study.data import load_dataset
+    from study.data.datasets import load_dataset
     from study.train import Trainer
 
     torch.set_num_threads(threads)

@@ -115,6 +115,12 @@ def add_override_args(parser: argparse.ArgumentParser) -> None:
     over.add_argument("--seed", type=int, help="one fixed trial seed, replacing the file's seed grid")
     over.add_argument("--max-failures", type=int, help="retries of a crashed trial (default 2)")
     over.add_argument(
+        "--tensorboard",
+        action="store_true",
+        default=None,
+        help="also write TensorBoard event files into every trial folder (the file's `tensorboard: true`)",
+    )
+    over.add_argument(
         "--scheduler",
         choices=("asha", "fifo"),
         help="fifo runs every trial to max_t (clean ablations); asha stops the weak early",
@@ -136,6 +142,7 @@ OVERRIDES = (
     "gpus_per_trial",
     "seed",
     "max_failures",
+    "tensorboard",
     "scheduler",
     "set",
 )

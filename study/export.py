@@ -94,7 +94,7 @@ def read_images(paths: Sequence[str]) -> torch.Tensor:
 @torch.no_grad()
 def classify(model: nn.Module, info: dict[str, Any], images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Class probabilities (N, classes) for uint8 images (N, 3, 32, 32), normalised as in training."""
-    from study.data import BatchLoader
+    from study.data.loader import BatchLoader
 
     device = next(model.parameters()).device
     labels = torch.zeros(len(images), dtype=torch.long, device=device)  # unused: the loader wants some

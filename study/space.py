@@ -92,6 +92,7 @@ class StudySpec:
     resources: ResourcesSpec = option(ResourcesSpec())
     max_failures: int = option(2, _count(0, 100))  # retries of a crashed trial, from its last checkpoint
     keep_checkpoints: int = option(2, _count(1, 1000))  # newest checkpoints kept per trial
+    tensorboard: bool = option(False)  # also write TensorBoard event files (tensorboardX imports torch in the driver)
     variants: Mapping[str, Mapping[str, Any]] = option(MappingProxyType({}))  # name -> config fields
     baseline: str | None = option(None)  # the variant ablation effects are measured against
     space: Mapping[str, Any] = option(MappingProxyType({}))  # field -> fixed value | Domain
@@ -201,6 +202,7 @@ FLAG_FIELDS: dict[str, tuple[type, str]] = {
     "dataset": (StudySpec, "dataset"),
     "num_samples": (StudySpec, "num_samples"),
     "max_failures": (StudySpec, "max_failures"),
+    "tensorboard": (StudySpec, "tensorboard"),
     "scheduler": (SchedulerSpec, "type"),
     "cpus_per_trial": (ResourcesSpec, "cpu"),
     "gpus_per_trial": (ResourcesSpec, "gpu"),
@@ -256,7 +258,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     space_raw = raw.get("space") or {}
     space = dict(space_raw) if isinstance(space_raw, dict) else space_raw
     for key, value in overrides.items():
-        if key in ("name", "dataset", "num_samples", "max_failures"):
+        if key in ("name", "dataset", "num_samples", "max_failures", "tensorboard"):
             raw[key] = value
         elif key in ("data_dir", "seed"):
             space[key] = value  # a fixed value replaces the file's grid, e.g. --seed 3

@@ -18,8 +18,9 @@ from torch import nn
 
 from study.checkpoints import read_checkpoint
 from study.config import TrialConfig
-from study.data import BatchLoader, ImageData
-from study.models import create_model, is_conv_net
+from study.data.datasets import ImageData
+from study.data.loader import BatchLoader
+from study.models import create_model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,6 +37,11 @@ def autocast_dtype(cfg: TrialConfig, device: torch.device) -> torch.dtype | None
     if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
+
+
+def is_conv_net(model: nn.Module) -> bool:
+    """True when channels_last memory layout can help (the model has 2-D convolutions)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def make_optimizer(cfg: TrialConfig, params) -> torch.optim.Optimizer:

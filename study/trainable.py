@@ -31,7 +31,7 @@ from study.checkpoints import (
     scratch_root,
     write_meta,
 )
-from study.data import load_dataset
+from study.data.datasets import load_dataset
 from study.errors import StudyError
 from study.schema import CHECKPOINT_FILE, trial_config
 from study.storage import is_uri

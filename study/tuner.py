@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
@@ -16,7 +17,14 @@ from study.schema import META_KEY, VARIANT_KEY
 from study.space import Domain, StudySpec
 from study.state_backup import StateBackup
 from study.storage import basename, is_uri, parent
-from study.trainable import train_trial
+
+
+def train_trial(config: dict[str, Any], experiment_path: str | None = None, keep: int | None = None) -> None:
+    """Tune's trainable: `study.trainable.train_trial`, imported in the worker that runs it, so
+    that the driver, which only passes this function by name, never imports torch."""
+    from study.trainable import train_trial as train
+
+    train(config, experiment_path, keep)
 
 
 def to_tune_domain(domain: Domain) -> Any:
@@ -152,6 +160,18 @@ def progress_reporter(spec: StudySpec) -> tune.CLIReporter:
     )
 
 
+def result_loggers(tensorboard: bool) -> list[Any]:
+    """Tune's per-trial result files: result.json (what `study analyze` reads) and progress.csv,
+    and TensorBoard event files only when the study asks (`tensorboard: true`). Tune adds all
+    three unless told not to (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS), and its TensorBoard logger
+    imports tensorboardX, which imports torch: a second of the driver's start, and 500 MB."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    loggers: list[Any] = [CSVLoggerCallback(), JsonLoggerCallback()]
+    if tensorboard:
+        loggers.append(TBXLoggerCallback())
+    return loggers
+
+
 class DropMessages(logging.Filter):
     """Drop a logger's records that start with one of `prefixes`."""
 
@@ -204,7 +224,11 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
             checkpoint_config=tune.CheckpointConfig(num_to_keep=tune_keep(experiment_path, spec.keep_checkpoints)),
             verbose=1,  # the status table only (see progress_reporter)
             progress_reporter=progress_reporter(spec),
-            callbacks=[StateBackup(experiment_path), EtaCallback(spec.num_trials(), spec.max_epochs())],
+            callbacks=[
+                StateBackup(experiment_path),
+                EtaCallback(spec.num_trials(), spec.max_epochs()),
+                *result_loggers(spec.tensorboard),
+            ],
         ),
     )
 
@@ -212,6 +236,7 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
 def restore_tuner(experiment_path: str, resources: dict[str, float], keep: int) -> tune.Tuner:
     """Ray's own restore: finished trials stay finished, the rest continue from their checkpoints."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the saved CLIReporter, not a config box per trial
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the saved loggers (see result_loggers)
     quiet_tune_noise()
     trainable = make_trainable(resources, experiment_path, keep)
     return tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)

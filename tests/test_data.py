@@ -4,8 +4,10 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from study.data import AUGMENTATIONS, DATASETS, BatchLoader, augment, load_dataset
-from study.data.augment import crop_at, flip_where
+from study.data import AUGMENTATIONS, DATASETS
+from study.data.augment import augment, crop_at, flip_where
+from study.data.datasets import load_dataset
+from study.data.loader import BatchLoader
 from study.errors import StudyError
 
 
@@ -281,3 +283,36 @@ def test_a_cache_file_with_labels_outside_its_classes_is_not_used(tmp_path, monk
     torch.save(fields, path)
     again = load_dataset.__wrapped__("digits", str(tmp_path))
     assert len(calls) == 2 and torch.equal(again.train_y, first.train_y)
+
+
+DRIVER = """
+import sys
+from study.prepare import prepare_inputs
+from study.space import parse_spec
+from study.tuner import make_tuner
+spec = parse_spec({"dataset": sys.argv[2], "space": {"model": "cnn", "data_dir": sys.argv[1], "num_train": 64}},
+                  "driver.yaml", {})
+prepare_inputs(spec)
+print("after data check:", "torch" in sys.modules)
+make_tuner(spec, sys.argv[1] + "/exp", {"cpu": 1, "gpu": 0})
+print("after tuner:", "torch" in sys.modules)
+"""
+
+
+def test_the_driver_imports_torch_only_to_make_a_machine_cache(tmp_path):
+    """`study run`'s driver checks names, data and builds its Tuner without torch once the data is cached."""
+    import subprocess
+    import sys
+
+    def driver(dataset: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-c", DRIVER, str(tmp_path), dataset], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    # The first check on this machine loads the data (torch) and writes the cache ...
+    assert "after data check: True" in driver("synthetic")
+    assert list((tmp_path / ".study-cache").glob("synthetic-*.pt"))
+    # ... after which neither the check nor the Tuner (no TensorBoard logger) imports torch.
+    assert driver("synthetic").splitlines() == ["after data check: False", "after tuner: False"]

@@ -27,7 +27,7 @@ def experiment(ray_session, tmp_path_factory):
 def test_export_then_predict_answers_as_the_trial_evaluated(experiment, run_cli, tmp_path):
     from PIL import Image
 
-    from study.data import load_dataset
+    from study.data.datasets import load_dataset
     from study.export import FORMAT, classify, load_model
 
     out = tmp_path / "model.pt"

@@ -78,6 +78,8 @@ def test_cli_overrides_are_applied_and_checked(write_yaml):
     assert spec.space["epochs"] == 2 and spec.max_epochs() == 2 and spec.dataset == "digits"
     assert spec.space["seed"] == 7 and spec.resources.gpu == 0.25
     assert isinstance(spec.space["lr"], Domain)
+    assert not spec.tensorboard and load_spec(write_yaml(GOOD), {"tensorboard": True}).tensorboard
+    assert "tensorboard: true" in load_spec(write_yaml(GOOD), {"tensorboard": True}).text  # saved in study.yaml
 
 
 def test_every_shipped_space_validates(run_cli):

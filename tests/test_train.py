@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from study.config import TrialConfig
-from study.data import load_dataset
+from study.data.datasets import load_dataset
 from study.errors import StudyError
 from study.train import Trainer
 

@@ -23,6 +23,7 @@ name: asha_test
 dataset: synthetic
 scheduler: {type: asha, max_t: 3, grace_period: 1, reduction_factor: 2}
 resources: {cpu: 2}
+tensorboard: true  # event files beside result.json (off by default)
 space:
   lr: {grid: [0.003, 0.0000001]}
   seed: {grid: [0, 1]}
@@ -52,12 +53,13 @@ def test_tuner_with_asha_reports_stops_and_checkpoints(ray_session, write_yaml, 
         assert r.metrics["threads"] == 2  # torch's threads: the trial's 2 CPUs
         # Memory: the private part (anonymous pages) is some of what is resident, which is at most the peak.
         assert 0 < r.metrics["rss_anon_mb"] < r.metrics["rss_mb"] <= r.metrics["peak_rss_mb"] + 1
+    assert all(glob.glob(os.path.join(r.path, "events.out.tfevents.*")) for r in results)  # tensorboard: true
     assert max(epochs[0.003]) == 3  # the best trial ran to max_t
     assert min(epochs[0.0000001]) < 3, f"ASHA stopped nothing early: {epochs}"
 
     best = results.get_best_result(metric="test_acc", mode="max")
     cfg = trial_config(best.config)
-    from study.data import load_dataset
+    from study.data.datasets import load_dataset
     from study.train import Trainer
 
     trainer = Trainer(cfg, load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test))
@@ -101,6 +103,7 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     assert code == 0, err
     exp = tmp_path / "exp"
     assert (exp / "study.yaml").exists()
+    assert glob.glob(str(exp / "*" / "result.json")) and not glob.glob(str(exp / "*" / "events.out.tfevents.*"))
     titles = {
         "per_variant": "## 1. Per variant",
         "effects": "## 2. Ablation effects",

@@ -1,7 +1,9 @@
-"""Datasets (a registry keyed by YAML name), batch augmentation and the device-resident loader."""
+"""Datasets and augmentations by YAML name (`catalog`, no torch), their loaders (`datasets`),
+batch augmentation (`augment`) and the device-resident batch loader (`loader`).
 
-from study.data.augment import AUGMENTATIONS, augment
-from study.data.datasets import DATASETS, ImageData, load_dataset
-from study.data.loader import BatchLoader
+Only the catalog is imported here, so that checking a study's names costs no torch import.
+"""
 
-__all__ = ["AUGMENTATIONS", "DATASETS", "BatchLoader", "ImageData", "augment", "load_dataset"]
+from study.data.catalog import AUGMENTATIONS, DATASETS, is_cached
+
+__all__ = ["AUGMENTATIONS", "DATASETS", "is_cached"]

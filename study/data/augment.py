@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("none", "flip", "crop", "flip+crop")
+from study.data.catalog import AUGMENTATIONS
+
 CROP_PADDING = 4  # pixels of zero padding on each side, as RandomCrop(32, padding=4)
 
 

@@ -18,8 +18,6 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 if TYPE_CHECKING:
     from study.data.datasets import ImageData
 
@@ -59,6 +57,8 @@ def digest(name: str, key: str) -> str:
 
 def read(path: str) -> dict[str, Any] | None:
     """A cache file's fields, memory-mapped; None if absent, cut short or not as expected."""
+    import torch
+
     try:
         fields = torch.load(path, mmap=True, weights_only=True)
         splits = [(fields[f"{s}_x"], fields[f"{s}_y"]) for s in ("train", "test")]
@@ -84,6 +84,8 @@ def read(path: str) -> dict[str, Any] | None:
 
 def write(path: str, data: ImageData) -> None:
     """Atomically (a temporary file, then a rename); a full or read-only disk only skips the cache."""
+    import torch
+
     tmp = f"{path}.tmp-{os.getpid()}"
     fields = {f: getattr(data, f) for f in ("train_x", "train_y", "test_x", "test_y")}
     fields.update(classes=list(data.classes), mean=list(data.mean), std=list(data.std))
@@ -104,6 +106,14 @@ def undo_first_load(lock_path: str, *folders: str) -> None:
             os.rmdir(folder)
 
 
+def cache_path(name: str, loader: Callable[..., Any], data_dir: str, **kwargs: int) -> str | None:
+    """Where this machine caches `loader`'s data from its source as it is now (whether the file
+    exists or not); None for a loader without a `source_key`, or whose source is not there yet."""
+    key_of: Callable[..., str | None] | None = getattr(loader, "source_key", None)
+    key = None if key_of is None else key_of(data_dir=data_dir, **kwargs)
+    return None if key is None else os.path.join(data_dir, CACHE_DIR, f"{name}-{digest(name, key)}.pt")
+
+
 def load_cached(name: str, loader: Callable[..., ImageData], data_dir: str, **kwargs: int) -> ImageData:
     """`loader(data_dir=data_dir, **kwargs)`, from this machine's cache when its source is unchanged.
 
@@ -114,15 +124,10 @@ def load_cached(name: str, loader: Callable[..., ImageData], data_dir: str, **kw
 
     from study.data.datasets import ImageData
 
-    key_of: Callable[..., str | None] | None = getattr(loader, "source_key", None)
-    if key_of is None:
+    if getattr(loader, "source_key", None) is None:
         return loader(data_dir=data_dir, **kwargs)
     cache_dir = os.path.join(data_dir, CACHE_DIR)
-
-    def path_for(key: str | None) -> str | None:
-        return None if key is None else os.path.join(cache_dir, f"{name}-{digest(name, key)}.pt")
-
-    before = path_for(key_of(data_dir=data_dir, **kwargs))
+    before = cache_path(name, loader, data_dir, **kwargs)
     if before is not None and (fields := read(before)) is not None:
         return ImageData(**fields)
     lock_path = os.path.join(cache_dir, f"{name}.lock")
@@ -142,7 +147,7 @@ def load_cached(name: str, loader: Callable[..., ImageData], data_dir: str, **kw
             lock.release()
             undo_first_load(lock_path, cache_dir, *([data_dir] if made_data_dir else []))
             raise
-        after = path_for(key_of(data_dir=data_dir, **kwargs))
+        after = cache_path(name, loader, data_dir, **kwargs)
         if after is not None and before in (None, after):  # unchanged while it loaded
             write(after, data)
         return data

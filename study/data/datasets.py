@@ -1,26 +1,22 @@
-"""Dataset registry. Every dataset loads to uint8 tensors (N, 3, 32, 32) and int64 labels.
+"""Dataset loaders. Every dataset loads to uint8 tensors (N, 3, 32, 32) and int64 labels.
 
-Loaders do no work at import. Each runs once per machine for a given source (its result is
-cached and memory-mapped, see `study.data.cache`) and is held once per worker process (see
-`load_dataset`).
+The registry of names (`study.data.catalog.DATASETS`) calls these. Each runs once per machine
+for a given source (its result is cached and memory-mapped, see `study.data.cache`) and is held
+once per worker process (see `load_dataset`).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import version
 
 import torch
 import torch.nn.functional as F
 
-from study.data.cache import load_cached, source_key, tree_key, undo_first_load
+from study.data.cache import load_cached, undo_first_load
+from study.data.catalog import DATASETS, OFFLINE_DATASETS
 from study.errors import StudyError, reason
-from study.registry import Registry
-
-OFFLINE_DATASETS = "digits (embedded), synthetic, imagefolder"
 
 
 @dataclass(frozen=True)
@@ -38,10 +34,6 @@ class ImageData:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-Loader = Callable[..., ImageData]
-DATASETS: Registry[Loader] = Registry("dataset")
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -126,37 +118,15 @@ def load_cifar(name: str, data_dir: str) -> ImageData:
     return image_data(*to_tensor(train), *to_tensor(test), train.classes)
 
 
-def cifar_source(name: str) -> object:
-    """CIFAR's extracted batch files (the folder names are torchvision's `base_folder`)."""
-    folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
-    return lambda *, data_dir, **_: tree_key(os.path.join(data_dir, folder))
-
-
-@DATASETS.register("cifar100")
-@source_key(cifar_source("cifar100"))
-def cifar100(*, data_dir: str, **_: int) -> ImageData:
-    """CIFAR-100 (50k/10k, 100 classes) via torchvision, downloaded once to --data-dir."""
-    return load_cifar("cifar100", data_dir)
-
-
-@DATASETS.register("cifar10")
-@source_key(cifar_source("cifar10"))
-def cifar10(*, data_dir: str, **_: int) -> ImageData:
-    """CIFAR-10 (50k/10k, 10 classes) via torchvision, downloaded once to --data-dir."""
-    return load_cifar("cifar10", data_dir)
-
-
 # --- offline datasets --------------------------------------------------------------------
 
 
-@DATASETS.register("digits")
-@source_key(lambda **_: f"scikit-learn {version('scikit-learn')}, digits/1")
-def digits(**_: object) -> ImageData:
-    """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), upsampled to 32x32 RGB; offline."""
-    from sklearn.datasets import load_digits
+def load_digits() -> ImageData:
+    """scikit-learn's bundled 8x8 digits, upsampled to 32x32 RGB, in a fixed stratified 75/25 split."""
+    from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
 
-    bunch = load_digits()
+    bunch = sklearn_digits()
     images = torch.from_numpy(bunch.images).float().unsqueeze(1) / 16.0  # (1797, 1, 8, 8) in [0,1]
     images = F.interpolate(images, size=32, mode="bilinear", align_corners=False)
     images = (images * 255).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
@@ -190,11 +160,8 @@ def synthetic_images(n: int, num_classes: int, seed: int, chunk: int = 1024) -> 
     return images, labels
 
 
-@DATASETS.register("synthetic")
-@source_key(lambda *, num_train=0, num_test=0, **_: f"synthetic/1 {num_train or 2048} {num_test or 512}")
-def synthetic(*, num_train: int = 0, num_test: int = 0, **_: object) -> ImageData:
-    """Random class-conditional 32x32 images, 10 classes, any size (num_train/num_test; 2048/512)."""
-    n_train, n_test = num_train or 2048, num_test or 512
+def load_synthetic(n_train: int, n_test: int) -> ImageData:
+    """Random class-conditional 32x32 images, 10 classes (see `synthetic_images`)."""
     train_x, train_y = synthetic_images(n_train, 10, seed=0)
     test_x, test_y = synthetic_images(n_test, 10, seed=1)
     return image_data(train_x, train_y, test_x, test_y, [f"class{i}" for i in range(10)])
@@ -228,10 +195,8 @@ def decode_split(root: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return images, torch.tensor(folder.targets), folder.classes
 
 
-@DATASETS.register("imagefolder")
-@source_key(lambda *, data_dir, **_: tree_key(os.path.join(data_dir, "train"), os.path.join(data_dir, "test")))
-def imagefolder(*, data_dir: str, **_: object) -> ImageData:
-    """Your own images: DATA_DIR/train/<class>/* and DATA_DIR/test/<class>/*, resized to 32x32."""
+def load_imagefolder(data_dir: str) -> ImageData:
+    """DATA_DIR/train/<class>/* and DATA_DIR/test/<class>/*, resized to 32x32."""
     splits = {split: decode_split(os.path.join(data_dir, split)) for split in ("train", "test")}
     if splits["train"][2] != splits["test"][2]:
         raise StudyError(f"dataset imagefolder: {data_dir}: train and test have different class folders")

@@ -1,18 +1,21 @@
 """Model registry. Every model is a plain `nn.Module` taking 3x32x32 images and returning logits.
 
-Register a factory with `@MODELS.register("name")`; its keyword-only arguments (with defaults)
-are the config fields the model reads. They have no defaults here: `TrialConfig` holds the one
-set of defaults, and `TrialConfig(model="cnn", channels=64).model_kwargs()` gives every option.
+Each entry below is the model's factory: its keyword-only arguments are the config fields the
+model reads (they have no defaults here: `TrialConfig` holds the one set of defaults, and
+`TrialConfig(model="cnn", channels=64).model_kwargs()` gives every option). The entries import
+their module, and so torch, when called: the driver checks model names and options without
+importing torch (about a second, and 500 MB, it would spend before Ray starts).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from study.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
@@ -22,12 +25,28 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     return MODELS.get(name)(num_classes, **kwargs)
 
 
-def is_conv_net(model: nn.Module) -> bool:
-    """True when channels_last memory layout can help (the model has 2-D convolutions)."""
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+@MODELS.register("mlp")
+def mlp(num_classes: int, *, hidden: int) -> nn.Module:
+    """The report's old_nn: sigmoid MLP 3072->4096->4096->classes (`hidden` sets 4096)."""
+    from study.models.mlp import OldMLP
+
+    return OldMLP(num_classes, hidden=hidden)
 
 
-# Importing the modules registers their models.
-from study.models import cnn, mlp, resnet  # noqa: E402,F401
+@MODELS.register("cnn")
+def cnn(num_classes: int, *, channels: int, batch_norm: bool, fc_width: int, dropout: float) -> nn.Module:
+    """The report's CNN: 4 convs (C, C, C, 2C), maxpool, FC `fc_width`, optional BN and dropout."""
+    from study.models.cnn import ReportCNN
 
-__all__ = ["MODELS", "create_model", "is_conv_net"]
+    return ReportCNN(num_classes, channels, batch_norm, fc_width, dropout)
+
+
+@MODELS.register("resnet18")
+def resnet18(num_classes: int, *, pretrained: bool, input_size: int) -> nn.Module:
+    """torchvision ResNet18 (11M params), ImageNet-pretrained or from scratch, new head."""
+    from study.models.resnet import ResNet18
+
+    return ResNet18(num_classes, pretrained=pretrained, input_size=input_size)
+
+
+__all__ = ["MODELS", "create_model"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from study.models import MODELS
-
 
 def conv_block(c_in: int, c_out: int, kernel: int, stride: int, batch_norm: bool) -> list[nn.Module]:
     # No bias before BatchNorm: BN's shift makes it redundant.
@@ -55,16 +53,3 @@ class ReportCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))  # (B, classes) logits
-
-
-@MODELS.register("cnn")
-def cnn(
-    num_classes: int,
-    *,
-    channels: int,
-    batch_norm: bool,
-    fc_width: int,
-    dropout: float,
-) -> nn.Module:
-    """The report's CNN: 4 convs (C, C, C, 2C), maxpool, FC `fc_width`, optional BN and dropout."""
-    return ReportCNN(num_classes, channels, batch_norm, fc_width, dropout)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from study.models import MODELS
-
 
 class OldMLP(nn.Module):
     """3072 -> hidden -> hidden -> classes, sigmoid activations, as in the report."""
@@ -22,9 +20,3 @@ class OldMLP(nn.Module):
         x = torch.sigmoid(self.fc1(x))
         x = torch.sigmoid(self.fc2(x))
         return self.fc3(x)  # (B, classes) logits
-
-
-@MODELS.register("mlp")
-def mlp(num_classes: int, *, hidden: int) -> nn.Module:
-    """The report's old_nn: sigmoid MLP 3072->4096->4096->classes (`hidden` sets 4096)."""
-    return OldMLP(num_classes, hidden=hidden)

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.errors import StudyError, reason
-from study.models import MODELS
 
 # torchvision is imported where it is used: a trial of another model doesn't pay its memory.
 
@@ -57,9 +56,3 @@ class ResNet18(nn.Module):
             # (B, 3, 32, 32) -> (B, 3, S, S); bilinear, as torchvision's Resize does on tensors
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
         return self.net(x)
-
-
-@MODELS.register("resnet18")
-def resnet18(num_classes: int, *, pretrained: bool, input_size: int) -> nn.Module:
-    """torchvision ResNet18 (11M params), ImageNet-pretrained or from scratch, new head."""
-    return ResNet18(num_classes, pretrained=pretrained, input_size=input_size)
