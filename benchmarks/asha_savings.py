@@ -1,10 +1,10 @@
 """Benchmark 3: what ASHA saves. One fixed study on digits, run with ASHA and with FIFO to max_t.
 
-CNN widths x learning rates: 16 trials drawn by a seeded random search, so both runs train the
-same 16 configurations, each up to max_t epochs. Target: ASHA spends <= 40% of FIFO's
+CNN widths x learning rates: --samples trials (16) drawn by a seeded random search, so both runs
+train the same configurations, each up to max_t epochs. Target: ASHA spends <= 40% of FIFO's
 trial-epochs, and its best test_acc is within 1 point of FIFO's best.
 
-    python benchmarks/asha_savings.py [--max-t 8]
+    python benchmarks/asha_savings.py [--max-t 8] [--samples 16]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from common import record, run_study, write_space  # noqa: E402
 SPACE = """
 name: asha_savings
 dataset: digits
-num_samples: 16
+num_samples: {samples}
 scheduler: {{type: asha, max_t: {max_t}, grace_period: 1, reduction_factor: 4}}
 search: {{type: random, seed: 0}}
 resources: {{cpu: 1}}
@@ -39,6 +39,7 @@ space:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-t", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=16, help="trials (random-search samples)")
     args = parser.parse_args()
 
     from study.analysis.load import load_experiment
@@ -46,7 +47,7 @@ def main() -> None:
 
     rows, configs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        space = write_space(os.path.join(tmp, "space.yaml"), SPACE.format(max_t=args.max_t))
+        space = write_space(os.path.join(tmp, "space.yaml"), SPACE.format(max_t=args.max_t, samples=args.samples))
         for scheduler in ("asha", "fifo"):
             wall, _ = run_study(
                 ["run", space, "--scheduler", scheduler, "--storage-path", tmp, "--name", scheduler],
@@ -84,8 +85,8 @@ def main() -> None:
         f"summed epoch time {compute_share:.2f}"
     )
     notes = (
-        f"digits (1347 train / 450 test), 16 trials: cnn channels from {{16, 32, 64}} x Adam lr log-uniform "
-        f"in [1e-4, 1e-2] (random search, seed 0: the same 16 configurations in both runs), fc 256, batch 64, "
+        f"digits (1347 train / 450 test), {args.samples} trials: cnn channels from {{16, 32, 64}} x Adam lr "
+        f"log-uniform in [1e-4, 1e-2] (random search, seed 0: the same {args.samples} configurations in both runs), fc 256, batch 64, "
         f"seed 0, max_t {args.max_t}; ASHA grace 1, reduction factor 4 (Ray's default); 1 CPU per trial, 2 at once."
     )
     record("3. ASHA savings", list(rows.values()), verdict, notes)
