@@ -12,19 +12,12 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from study.entry import train_trial
 from study.progress import EtaCallback
 from study.schema import META_KEY, VARIANT_KEY
 from study.space import Domain, StudySpec
 from study.state_backup import StateBackup
 from study.storage import basename, is_uri, parent
-
-
-def train_trial(config: dict[str, Any], experiment_path: str | None = None, keep: int | None = None) -> None:
-    """Tune's trainable: `study.trainable.train_trial`, imported in the worker that runs it, so
-    that the driver, which only passes this function by name, never imports torch."""
-    from study.trainable import train_trial as train
-
-    train(config, experiment_path, keep)
 
 
 def to_tune_domain(domain: Domain) -> Any:

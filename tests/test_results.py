@@ -187,10 +187,10 @@ def test_optuna_hears_of_an_asha_stop_as_pruned():
 
 
 def test_results_open_with_rays_own_api_as_readme_shows(experiment):
-    """README: `Tuner.restore(path, trainable=train_trial).get_results().get_dataframe()`."""
+    """README: `Tuner.restore(path, trainable=study.entry.train_trial).get_results().get_dataframe()`."""
     from ray import tune
 
-    from study.trainable import train_trial
+    from study.entry import train_trial
 
     frame = tune.Tuner.restore(str(experiment), trainable=train_trial).get_results().get_dataframe()
     assert len(frame) == 4 and {"test_acc", "epoch", "config/seed"} <= set(frame.columns)
