@@ -109,13 +109,17 @@ class WriteSpeed:
             self.bytes_per_s = nbytes / seconds
 
     def probe(self, nbytes: int, folder: str | None) -> float:
-        """torch.save `nbytes` (at most PROBE_BYTES) of zeros into `folder`; the seconds it took."""
+        """torch.save `nbytes` (at most PROBE_BYTES) into `folder`, then delete it; the seconds it took.
+
+        The bytes are an uninitialised tensor: pages the kernel maps to its zero page as they are
+        read, so the probe adds nothing to the trial's peak memory (zeros would add PROBE_BYTES).
+        """
         import torch
 
         size = max(1, min(nbytes, self.PROBE_BYTES))
         with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-probe-", dir=folder) as scratch:
             start = time.perf_counter()
-            torch.save(torch.zeros(size, dtype=torch.uint8), os.path.join(scratch, "probe.pt"))
+            torch.save(torch.empty(size, dtype=torch.uint8), os.path.join(scratch, "probe.pt"))
             seconds = time.perf_counter() - start
         self.note(size, seconds)
         return seconds
