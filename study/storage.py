@@ -57,10 +57,14 @@ def is_file(uri: str) -> bool:
     return fs.get_file_info(path).type == pyarrow.fs.FileType.File
 
 
-def read_text(uri: str) -> str:
+def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     with fs.open_input_stream(path) as f:
-        return f.read().decode("utf-8")
+        return f.read()
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
 
 
 def write_text(uri: str, text: str) -> None:

@@ -17,7 +17,7 @@ from study.progress import EtaCallback
 from study.schema import META_KEY, VARIANT_KEY
 from study.space import Domain, StudySpec
 from study.state_backup import StateBackup
-from study.storage import basename, is_uri, parent
+from study.storage import basename, is_uri, join, parent, read_bytes
 
 
 def to_tune_domain(domain: Domain) -> Any:
@@ -153,16 +153,35 @@ def progress_reporter(spec: StudySpec) -> tune.CLIReporter:
     )
 
 
+# Set by the user before `study` started, it wins over the choice below.
+USER_AUTO_LOGGERS = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+
+
+def auto_loggers(enabled: bool) -> None:
+    """Whether Tune adds its CSV, JSON and TensorBoard loggers to a run that lacks them."""
+    if USER_AUTO_LOGGERS is None:
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0" if enabled else "1"
+
+
 def result_loggers(tensorboard: bool) -> list[Any]:
     """Tune's per-trial result files: result.json (what `study analyze` reads) and progress.csv,
     and TensorBoard event files only when the study asks (`tensorboard: true`). Tune adds all
     three unless told not to (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS), and its TensorBoard logger
-    imports tensorboardX, which imports torch: a second of the driver's start, and 500 MB."""
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    imports tensorboardX, which imports torch: a second of the driver's start, and 470 MB."""
+    auto_loggers(False)
     loggers: list[Any] = [CSVLoggerCallback(), JsonLoggerCallback()]
     if tensorboard:
         loggers.append(TBXLoggerCallback())
     return loggers
+
+
+def saved_loggers(experiment_path: str) -> bool:
+    """Whether the run's saved Tuner names its result loggers (runs since they are chosen in
+    `result_loggers`), read as bytes: `tuner.pkl` is not unpickled here."""
+    try:
+        return b"JsonLoggerCallback" in read_bytes(join(experiment_path, "tuner.pkl"))
+    except OSError:
+        return False
 
 
 class DropMessages(logging.Filter):
@@ -229,7 +248,8 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
 def restore_tuner(experiment_path: str, resources: dict[str, float], keep: int) -> tune.Tuner:
     """Ray's own restore: finished trials stay finished, the rest continue from their checkpoints."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the saved CLIReporter, not a config box per trial
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the saved loggers (see result_loggers)
+    # A run saved with its loggers keeps them; an older one gets Tune's defaults, as it had then.
+    auto_loggers(not saved_loggers(experiment_path))
     quiet_tune_noise()
     trainable = make_trainable(resources, experiment_path, keep)
     return tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)

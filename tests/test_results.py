@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pandas as pd
@@ -194,6 +195,27 @@ def test_results_open_with_rays_own_api_as_readme_shows(experiment):
 
     frame = tune.Tuner.restore(str(experiment), trainable=train_trial).get_results().get_dataframe()
     assert len(frame) == 4 and {"test_acc", "epoch", "config/seed"} <= set(frame.columns)
+
+
+def test_a_resume_keeps_the_result_loggers_its_run_was_saved_with(experiment, tmp_path, monkeypatch):
+    """Runs name their loggers (no TensorBoard by default); a run saved before that gets Tune's defaults."""
+    import pickle
+
+    from study import tuner
+
+    assert tuner.saved_loggers(str(experiment))  # read as bytes from tuner.pkl
+    assert not any(experiment.glob("*/events.out.tfevents.*")) and any(experiment.glob("*/result.json"))
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "tuner.pkl").write_bytes(pickle.dumps({"callbacks": ["StateBackup"]}))
+    assert not tuner.saved_loggers(str(older)) and not tuner.saved_loggers(str(tmp_path / "missing"))
+    # Tune adds its own loggers (TensorBoard too) only to a run saved without them.
+    monkeypatch.setattr(tuner, "USER_AUTO_LOGGERS", None)
+    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "")  # put back as it was after the test
+    monkeypatch.setattr(tuner.tune.Tuner, "restore", lambda *args, **kwargs: None)  # the decision only
+    for path, auto in ((older, "0"), (experiment, "1")):
+        tuner.restore_tuner(str(path), {"cpu": 1, "gpu": 0}, keep=2)
+        assert os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == auto, path
 
 
 def test_a_report_file_run_offline_is_compared_honestly(ray_session, run_cli, tmp_path):
