@@ -72,6 +72,9 @@ class StateBackup(Callback):
         try:
             for p in files:
                 shutil.copy2(p, staging)
+            if not all(readable(p) for p in state_files(staging)):
+                shutil.rmtree(staging)  # Ray rewrote a file as it was copied: keep the previous copy
+                return
             # Signed from the copies themselves: Ray may write a live file between the two.
             signing.sign(staging, self.key)
         except OSError:

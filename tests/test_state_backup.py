@@ -62,3 +62,35 @@ def test_a_pickle_cut_short_is_never_backed_up_and_is_restored(tmp_path, monkeyp
     os.utime(callbacks, (0, 0))
     assert repair_state(str(tmp_path)) is True
     assert pickle.loads(callbacks.read_bytes()) == {"done": 1}
+
+
+def test_a_pickle_rewritten_while_it_is_copied_never_replaces_the_backup(tmp_path, monkeypatch):
+    """The state files parse when the backup starts, but Ray truncates and rewrites one in place
+    while it is being copied: the copy is cut short, so the previous whole backup must stay (a
+    driver SIGKILLed then had both the live file and its backup cut short; seen once in a test)."""
+    import pickle
+    import shutil
+
+    from study import state_backup
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    write_state(tmp_path, {"n": 1})
+    callbacks = tmp_path / "callback-states-2026.pkl"
+    callbacks.write_bytes(pickle.dumps({"done": 1}))
+    backup = StateBackup(str(tmp_path), every_s=0)
+    backup.on_step_end(0, [])
+    write_state(tmp_path, {"n": 2})
+    callbacks.write_bytes(pickle.dumps({"done": 2}))
+
+    copy2 = shutil.copy2
+
+    def copy_as_ray_writes(src, dst):
+        if str(src).endswith(".pkl"):
+            callbacks.write_bytes(pickle.dumps({"done": 3})[:5])  # Ray's rewrite, half done
+        return copy2(src, dst)
+
+    monkeypatch.setattr(state_backup.shutil, "copy2", copy_as_ray_writes)
+    backup.on_step_end(1, [])
+    assert (tmp_path / BACKUP_DIR / "callback-states-2026.pkl").read_bytes() == pickle.dumps({"done": 1})
+    assert json.loads((tmp_path / BACKUP_DIR / "experiment_state-2026.json").read_text()) == {"n": 1}
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".study-state-new-")] == []  # no half copy left
