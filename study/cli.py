@@ -243,9 +243,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from study import run
 
     done = run.export_best(args.experiment, args.trial, args.out)
+    older = (
+        f"; its newest checkpoint, the trial ran to epoch {done['last_epoch']}"
+        if done["epoch"] < done["last_epoch"]
+        else ""
+    )
     print(
-        f"exported {done['trial']} (epoch {done['epoch']:g}, {done['metric']} {done.get(done['metric'], float('nan')):.4f}) "
-        f"-> {args.out}"
+        f"exported {done['trial']} (epoch {done['epoch']:g}, {done['metric']} {done.get(done['metric'], float('nan')):.4f}"
+        f"{older}) -> {args.out}"
     )
     return EXIT_OK
 

@@ -38,9 +38,14 @@ def newest_checkpoint(trial_dir: str) -> str:
     return os.path.join(trial_dir, names[-1], CHECKPOINT_FILE)
 
 
-def export_checkpoint(checkpoint_file: str, out: str, metrics: dict[str, Any], source: str) -> dict[str, Any]:
-    """Write `out` from a trial checkpoint; the file appears whole or not at all."""
+def export_checkpoint(
+    checkpoint_file: str, out: str, per_epoch: dict[int, dict[str, float]], source: str
+) -> dict[str, Any]:
+    """Write `out` from a trial checkpoint, with the metrics the trial reported for the epoch the
+    checkpoint holds (`per_epoch`: epoch -> metrics); the file appears whole or not at all."""
     state = read_checkpoint(checkpoint_file)
+    epoch = int(state.get("epoch", 0))
+    metrics = {**per_epoch.get(epoch, {}), "epoch": float(epoch)}
     info = state.get("inference")
     if not isinstance(info, dict):
         raise StudyError(

@@ -338,9 +338,14 @@ def stop_signals() -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
+EXPORTED_METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
+
+
 def export_best(experiment: str, trial: str | None, out: str) -> dict[str, Any]:
     """Export one trial's newest checkpoint: `trial` (its folder name), else the best trial by the
     file's metric and mode at each trial's last epoch (what Tune's get_best_result does)."""
+    import pandas as pd
+
     from study.analysis.load import load_experiment
     from study.export import export_checkpoint, newest_checkpoint
 
@@ -361,11 +366,17 @@ def export_best(experiment: str, trial: str | None, out: str) -> dict[str, Any]:
         chosen = last.dropna(subset=[spec.metric]).sort_values(spec.metric, ascending=spec.mode == "min").head(1)
         if chosen.empty:
             raise StudyError(f"{path}: no trial reported {spec.metric}; nothing to export")
-    row = chosen.iloc[0]
-    metrics = {k: float(row[k]) for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc") if k in row}
-    source = storage.join(path, row["trial_dir"])
-    export_checkpoint(newest_checkpoint(source), out, metrics, source)
-    return {"trial": row["trial_dir"], "metric": spec.metric, **metrics}
+    name = chosen.iloc[0]["trial_dir"]
+    # The metrics of the epoch the checkpoint holds, which can be older than the trial's last
+    # epoch (a run stopped or crashed between two checkpoints), never those of another epoch.
+    per_epoch = {
+        int(row["epoch"]): {k: float(row[k]) for k in EXPORTED_METRICS if k in row and pd.notna(row[k])}
+        for _, row in frame[frame["trial_dir"] == name].iterrows()
+    }
+    source = storage.join(path, name)
+    exported = export_checkpoint(newest_checkpoint(source), out, per_epoch, source)
+    last_epoch = int(chosen.iloc[0]["epoch"])
+    return {"trial": name, "metric": spec.metric, "last_epoch": last_epoch, **exported["metrics"]}
 
 
 def checkpoint_size_mb(cfg: Any, num_classes: int = 100) -> float:

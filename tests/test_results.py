@@ -21,7 +21,9 @@ def experiment(ray_session, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("usable")
     (root / "space.yaml").write_text(QUICK)
-    assert main(["run", str(root / "space.yaml"), "--storage-path", str(root), "--name", "exp"]) == 0
+    # Every epoch checkpointed (and kept: 2 epochs, keep_checkpoints 2), for the export tests.
+    args = ["--storage-path", str(root), "--name", "exp", "--set", "checkpoint_every=1"]
+    assert main(["run", str(root / "space.yaml"), *args]) == 0
     return root / "exp"
 
 
@@ -61,6 +63,33 @@ def test_export_then_predict_answers_as_the_trial_evaluated(experiment, run_cli,
         top1 = line.split(": ", 1)[1].split(",")[0].split()[0]
         assert top1 == info["classes"][int(probs[i].argmax())], line
         assert len(line.split(", ")) == 3
+
+
+def test_export_labels_the_weights_with_the_metrics_of_their_own_epoch(experiment, run_cli, tmp_path):
+    """A trial whose newest checkpoint is older than its last epoch (stopped or crashed between
+    two checkpoints) exports that checkpoint with that epoch's metrics, and says so."""
+    import json
+
+    from study.data.datasets import load_dataset
+    from study.export import classify, load_model
+
+    copy = tmp_path / "exp"
+    shutil.copytree(experiment, copy)
+    results = pd.read_csv(experiment / "analysis" / "results.csv")
+    trial = sorted(results["trial_dir"].unique())[0]
+    for meta in (copy / trial).glob("checkpoint_*/meta.json"):
+        if json.loads(meta.read_text())["epoch"] == 2:
+            shutil.rmtree(meta.parent)  # the last epoch's checkpoint is gone: epoch 1's is the newest
+    code, printed, err = run_cli("export", str(copy), "--trial", trial, "--out", str(tmp_path / "m.pt"))
+    assert code == 0, err
+    epoch1 = results[(results["trial_dir"] == trial) & (results["epoch"] == 1)].iloc[0]
+    assert f"(epoch 1, test_acc {epoch1['test_acc']:.4f}; its newest checkpoint, the trial ran to epoch 2)" in printed
+    model, info = load_model(str(tmp_path / "m.pt"))
+    assert info["metrics"]["epoch"] == 1 and info["metrics"]["test_acc"] == pytest.approx(epoch1["test_acc"])
+    cfg = info["config"]
+    data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["num_train"], cfg["num_test"])
+    accuracy = (classify(model, info, data.test_x).argmax(1) == data.test_y).float().mean().item()
+    assert accuracy == pytest.approx(epoch1["test_acc"], abs=1e-6)  # the weights are epoch 1's
 
 
 def test_export_a_named_trial_and_bad_inputs(experiment, run_cli, tmp_path):
