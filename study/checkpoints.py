@@ -64,20 +64,27 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def checkpoint_due(every: int, epochs: int, history: list[Mapping[str, Any]], write_s: float = 0.0) -> bool:
+def checkpoint_due(
+    every: int,
+    epochs: int,
+    history: list[Mapping[str, Any]],
+    write_s: float = 0.0,
+    stop_epochs: tuple[int, ...] = (),
+) -> bool:
     """Whether to checkpoint the epoch just trained, the last entry of `history` (metrics per epoch).
 
-    The last epoch, and a diverged one, always. `every` > 0: every that many epochs. `every` 0
-    (auto): `write_s` is what a write is expected to take (see `expected_write_s`), and a
-    checkpoint is written once the epochs trained since the newest one (or since the start) took
-    at least 1/CHECKPOINT_SHARE times as long, unless the epochs still to come (at this trial's
-    mean epoch time) take less than that: the last epoch's checkpoint, always written, then
-    comes soon enough. So every epoch while a write costs at most 5% of an epoch; otherwise every
-    write, the last included, follows at least 20 writes' worth of training, and a crash repeats
-    at most about that much.
+    Always: the last epoch, an epoch at which the scheduler may stop the trial (`stop_epochs`,
+    ASHA's rungs: it is then the trial's last, the one `study export` takes), and a diverged
+    one. `every` > 0: also every that many epochs. `every` 0 (auto): `write_s` is what a write
+    is expected to take (see `expected_write_s`), and a checkpoint is written once the epochs
+    trained since the newest one (or since the start) took at least 1/CHECKPOINT_SHARE times as
+    long, unless the epochs until the next one that is always written (at this trial's mean
+    epoch time) take less than that: that one then comes soon enough. So every epoch while a
+    write costs at most 5% of an epoch; otherwise every write but the forced ones follows at
+    least 20 writes' worth of training, and a crash repeats at most about that much.
     """
     current = history[-1]
-    if current["epoch"] >= epochs or current.get("diverged"):
+    if current["epoch"] >= epochs or current["epoch"] in stop_epochs or current.get("diverged"):
         return True
     if every:
         return current["epoch"] % every == 0
@@ -88,7 +95,8 @@ def checkpoint_due(every: int, epochs: int, history: list[Mapping[str, Any]], wr
             break
         trained += metrics["epoch_time_s"]
     mean_epoch_s = sum(m["epoch_time_s"] for m in history) / len(history)
-    return trained >= budget and mean_epoch_s * (epochs - current["epoch"]) >= budget
+    next_forced = min([e for e in stop_epochs if e > current["epoch"]] + [epochs])
+    return trained >= budget and mean_epoch_s * (next_forced - current["epoch"]) >= budget
 
 
 class WriteSpeed:

@@ -11,8 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def train_trial(config: dict[str, Any], experiment_path: str | None = None, keep: int | None = None) -> None:
+def train_trial(
+    config: dict[str, Any],
+    experiment_path: str | None = None,
+    keep: int | None = None,
+    stop_epochs: tuple[int, ...] = (),
+) -> None:
     """`study.trainable.train_trial`: train one trial, reporting once per epoch."""
     from study.trainable import train_trial as train
 
-    train(config, experiment_path, keep)
+    train(config, experiment_path, keep, tuple(stop_epochs))

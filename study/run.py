@@ -260,7 +260,7 @@ def resume_experiment(path: str, resources: dict[str, float], command: Sequence[
     banner(spec, path, resources, resumed=True)
     set_state_save_period(spec.num_trials())
     write_environment(path, command, resumed=True)
-    return fit(restore_tuner(path, resources, spec.keep_checkpoints), path)
+    return fit(restore_tuner(path, resources, spec), path)
 
 
 # Set by the user before `study` started, it wins over state_save_period.

@@ -110,6 +110,19 @@ class StudySpec:
             return self.scheduler.max_t
         return max(epoch_values(self))
 
+    def stop_epochs(self) -> tuple[int, ...]:
+        """The epochs at which the scheduler may stop a trial: ASHA's rungs, grace_period x
+        reduction_factor^k, as many as Ray's ASHA makes for max_t (its formula); none for FIFO.
+        A trial checkpoints them, since each may be its last (see `checkpoint_due`)."""
+        if self.scheduler.type != "asha":
+            return ()
+        import numpy as np  # Ray's own arithmetic, so that the rungs are Ray's to the last epoch
+
+        max_t = self.max_epochs()
+        grace, rf = min(self.scheduler.grace_period, max_t), self.scheduler.reduction_factor
+        rungs = int(np.log(max_t / grace) / np.log(rf) + 1)
+        return tuple(sorted(grace * rf**k for k in range(rungs)))
+
     def num_trials(self) -> int:
         """Trials Tune will create: grid points x variants x num_samples (optuna: num_samples)."""
         grid = 1

@@ -130,11 +130,17 @@ def local_trial_dir(checkpoint: tune.Checkpoint | None, experiment_path: str | N
     return None
 
 
-def train_trial(config: dict[str, Any], experiment_path: str | None = None, keep: int | None = None) -> None:
+def train_trial(
+    config: dict[str, Any],
+    experiment_path: str | None = None,
+    keep: int | None = None,
+    stop_epochs: tuple[int, ...] = (),
+) -> None:
     """Train one trial, reporting once per epoch; resumes from its newest checkpoint if it has one.
 
     `experiment_path`: the experiment folder, where the trial finds its checkpoints (see
-    `study.checkpoints`); `keep`: how many checkpoints keep their files (None: Tune decides).
+    `study.checkpoints`); `keep`: how many checkpoints keep their files (None: Tune decides);
+    `stop_epochs`: the epochs at which the scheduler may stop it (always checkpointed).
     """
     # Ray logs every persisted checkpoint at INFO from the worker; once per epoch per trial drowns
     # the progress table. Warnings still show.
@@ -154,7 +160,7 @@ def train_trial(config: dict[str, Any], experiment_path: str | None = None, keep
         for metrics in replay:  # epochs Tune's saved state had not seen: result.json, ASHA, Optuna
             tune.report({**metrics, "replayed": True})
         if not (history and history[-1].get("diverged")):  # a diverged trial stays stopped
-            train_epochs(trainer, cfg, data_s, key, history, trial_dir if keep else None, keep or 0)
+            train_epochs(trainer, cfg, data_s, key, history, trial_dir if keep else None, keep or 0, stop_epochs)
     finally:
         # Tune ends a stopped trial by raising SystemExit in this thread, and the traceback keeps
         # the frames' locals alive. Left there, the model and tensors would be freed when the
@@ -173,6 +179,7 @@ def train_epochs(
     history: list[dict[str, Any]],
     prune_dir: str | None = None,
     keep: int = 0,
+    stop_epochs: tuple[int, ...] = (),
 ) -> None:
     """Epochs until cfg.epochs (or divergence), each reported, with a checkpoint as configured.
 
@@ -189,12 +196,13 @@ def train_epochs(
         metrics["config_key"] = key  # whose row this is, should a folder name ever be given twice
         history.append(metrics)
         write_s = 0.0
-        if cfg.checkpoint_every == 0 and trainer.epoch < cfg.epochs:  # auto: what would a write cost?
+        forced = trainer.epoch >= cfg.epochs or trainer.epoch in stop_epochs
+        if cfg.checkpoint_every == 0 and not forced:  # auto: what would a write cost?
             write_s, probe_s = expected_write_s(history, trainer.state_bytes(), scratch)
             metrics["expected_checkpoint_s"] = write_s  # the policy's input, in the results
             if probe_s:
                 metrics["checkpoint_probe_s"] = probe_s  # this worker's first trial measures its disk
-        if not checkpoint_due(cfg.checkpoint_every, cfg.epochs, history, write_s):
+        if not checkpoint_due(cfg.checkpoint_every, cfg.epochs, history, write_s, stop_epochs):
             tune.report(metrics)
         else:
             with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-", dir=scratch) as folder:

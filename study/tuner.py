@@ -115,11 +115,14 @@ class AshaAwareOptunaSearch(OptunaSearch):
 TUNE_KEEP = 20
 
 
-def make_trainable(resources: dict[str, float], experiment_path: str, keep: int) -> Any:
-    """The trainable, told its experiment folder (where a resumed trial finds its checkpoints)
-    and how many checkpoints keep their files (on local storage; on a URI Tune's num_to_keep)."""
+def make_trainable(resources: dict[str, float], experiment_path: str, keep: int, stop_epochs: tuple[int, ...]) -> Any:
+    """The trainable, told its experiment folder (where a resumed trial finds its checkpoints),
+    how many checkpoints keep their files (on local storage; on a URI Tune's num_to_keep), and
+    the epochs at which the scheduler may stop a trial (which it then checkpoints)."""
     local = not is_uri(experiment_path)
-    trainable = tune.with_parameters(train_trial, experiment_path=experiment_path, keep=keep if local else None)
+    trainable = tune.with_parameters(
+        train_trial, experiment_path=experiment_path, keep=keep if local else None, stop_epochs=stop_epochs
+    )
     return tune.with_resources(trainable, resources)
 
 
@@ -214,7 +217,7 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
     """A new Tuner writing into `experiment_path` (storage folder / run name)."""
     quiet_tune_noise()
     return tune.Tuner(
-        make_trainable(resources, experiment_path, spec.keep_checkpoints),
+        make_trainable(resources, experiment_path, spec.keep_checkpoints, spec.stop_epochs()),
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
             metric=spec.metric,
@@ -245,11 +248,11 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
     )
 
 
-def restore_tuner(experiment_path: str, resources: dict[str, float], keep: int) -> tune.Tuner:
+def restore_tuner(experiment_path: str, resources: dict[str, float], spec: StudySpec) -> tune.Tuner:
     """Ray's own restore: finished trials stay finished, the rest continue from their checkpoints."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the saved CLIReporter, not a config box per trial
     # A run saved with its loggers keeps them; an older one gets Tune's defaults, as it had then.
     auto_loggers(not saved_loggers(experiment_path))
     quiet_tune_noise()
-    trainable = make_trainable(resources, experiment_path, keep)
+    trainable = make_trainable(resources, experiment_path, spec.keep_checkpoints, spec.stop_epochs())
     return tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)

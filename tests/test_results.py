@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -68,8 +69,6 @@ def test_export_then_predict_answers_as_the_trial_evaluated(experiment, run_cli,
 def test_export_labels_the_weights_with_the_metrics_of_their_own_epoch(experiment, run_cli, tmp_path):
     """A trial whose newest checkpoint is older than its last epoch (stopped or crashed between
     two checkpoints) exports that checkpoint with that epoch's metrics, and says so."""
-    import json
-
     from study.data.datasets import load_dataset
     from study.export import classify, load_model
 
@@ -163,6 +162,7 @@ space:
   lr: {loguniform: [0.0003, 0.03]}
   augment: {choice: [none, flip]}
   channels: {randint: [4, 9]}
+  checkpoint_every: 5  # never by itself: ASHA's rungs (epochs 1, 2) and the last are always written
 """
 
 
@@ -191,6 +191,13 @@ def test_a_search_gets_search_tables_importance_plots_and_an_optuna_study(ray_se
         assert len(t.intermediate_values) == t.user_attrs["epochs"]
         if t.state == optuna.trial.TrialState.COMPLETE:
             assert t.value == t.intermediate_values[3]
+
+    # Every trial, stopped by ASHA at a rung or not, has a checkpoint of its last epoch to export.
+    from study.checkpoints import newest_by_meta
+
+    for result in (tmp_path / "s").glob("*/result.json"):
+        last_epoch = [json.loads(line)["epoch"] for line in result.read_text().splitlines()][-1]
+        assert newest_by_meta(str(result.parent))[0][1]["epoch"] == last_epoch, result.parent.name
 
 
 def test_optuna_hears_of_an_asha_stop_as_pruned():
@@ -231,6 +238,7 @@ def test_a_resume_keeps_the_result_loggers_its_run_was_saved_with(experiment, tm
     import pickle
 
     from study import tuner
+    from study.space import load_spec
 
     assert tuner.saved_loggers(str(experiment))  # read as bytes from tuner.pkl
     assert not any(experiment.glob("*/events.out.tfevents.*")) and any(experiment.glob("*/result.json"))
@@ -243,7 +251,7 @@ def test_a_resume_keeps_the_result_loggers_its_run_was_saved_with(experiment, tm
     monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "")  # put back as it was after the test
     monkeypatch.setattr(tuner.tune.Tuner, "restore", lambda *args, **kwargs: None)  # the decision only
     for path, auto in ((older, "0"), (experiment, "1")):
-        tuner.restore_tuner(str(path), {"cpu": 1, "gpu": 0}, keep=2)
+        tuner.restore_tuner(str(path), {"cpu": 1, "gpu": 0}, load_spec(str(experiment / "study.yaml")))
         assert os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == auto, path
 
 

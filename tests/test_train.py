@@ -128,14 +128,16 @@ def test_compile_trains_and_checkpoints_stay_plain(tmp_path):
         assert torch.equal(plain.model.state_dict()[name], tensor), name
 
 
-def epochs_of(times: list[float], write_s: float, every: int = 0, epochs: int = 100) -> list[int]:
+def epochs_of(
+    times: list[float], write_s: float, every: int = 0, epochs: int = 100, stop_epochs: tuple[int, ...] = ()
+) -> list[int]:
     """The epochs `checkpoint_due` saves, for epochs of these durations and writes of `write_s`."""
     from study.checkpoints import checkpoint_due
 
     history, saved = [], []
     for epoch, seconds in enumerate(times, start=1):
         history.append({"epoch": epoch, "epoch_time_s": seconds, "diverged": False})
-        if checkpoint_due(every, epochs, history, write_s):
+        if checkpoint_due(every, epochs, history, write_s, stop_epochs):
             history[-1]["checkpoint_s"] = write_s
             saved.append(epoch)
     return saved
@@ -157,6 +159,27 @@ def test_auto_leaves_the_end_to_the_last_checkpoint():
     assert epochs_of([4.0] * 16, write_s=1.0, epochs=16) == [5, 10, 16]
     # A run shorter than one write's worth of training writes its last epoch alone.
     assert epochs_of([4.0] * 5, write_s=1.0, epochs=5) == [5]
+
+
+def test_epochs_where_asha_may_stop_a_trial_are_always_saved():
+    # ASHA's rungs at epochs 1 and 4: each may be the trial's last, so each is written; then the
+    # 20 s rule, which also leaves a write to a rung (or the last epoch) that is near.
+    assert epochs_of([4.0] * 16, write_s=1.0, epochs=16, stop_epochs=(1, 4)) == [1, 4, 9, 16]
+    assert epochs_of([4.0] * 16, write_s=1.0, epochs=16, stop_epochs=(6,)) == [6, 11, 16]
+    assert epochs_of([1.0] * 7, write_s=0.0, every=3, epochs=7, stop_epochs=(2,)) == [2, 3, 6, 7]
+
+
+@pytest.mark.parametrize(("max_t", "grace", "rf"), [(6, 2, 2), (8, 1, 4), (4, 1, 2), (27, 1, 3), (20, 5, 2), (3, 3, 2)])
+def test_stop_epochs_are_the_rungs_of_rays_asha(write_yaml, max_t, grace, rf):
+    from study.space import load_spec
+    from study.tuner import make_scheduler
+
+    scheduler = f"{{type: asha, max_t: {max_t}, grace_period: {grace}, reduction_factor: {rf}}}"
+    spec = load_spec(write_yaml(f"dataset: digits\nscheduler: {scheduler}\nspace: {{epochs: {max_t}}}\n"))
+    rungs = sorted(milestone for milestone, _ in make_scheduler(spec)._brackets[0]._rungs)  # Ray's own
+    assert spec.stop_epochs() == tuple(rungs)
+    fifo = load_spec(write_yaml("dataset: digits\nscheduler: {type: fifo}\nspace: {epochs: 5}\n"))
+    assert fifo.stop_epochs() == ()
 
 
 def test_last_and_diverged_epochs_are_always_saved_and_every_n_is_kept():
