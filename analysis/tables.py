@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -111,7 +112,11 @@ def effects(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                 p_value = math.nan
                 verdict = "identical" if diff == 0 else f"{'better' if diff > 0 else 'worse'} (no spread across seeds)"
             else:
-                p_value = float(stats.ttest_ind(values, base, equal_var=False).pvalue)
+                with warnings.catch_warnings():
+                    # One side without spread (every seed scored the same): scipy warns of precision
+                    # loss in its variance, which is exactly 0; Welch's test is defined by the other.
+                    warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+                    p_value = float(stats.ttest_ind(values, base, equal_var=False).pvalue)
                 if p_value < alpha:
                     verdict = f"{'better' if diff > 0 else 'worse'} (p < {alpha})"
                 else:
