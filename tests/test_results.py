@@ -16,14 +16,18 @@ from tests.test_tune import QUICK
 pytestmark = pytest.mark.slow
 
 
+# Every epoch checkpointed (and kept: 2 epochs, keep_checkpoints 2), for the export tests; runs
+# meant to pool with the experiment below are made the same way.
+EVERY_EPOCH = ("--set", "checkpoint_every=1")
+
+
 @pytest.fixture(scope="module")
 def experiment(ray_session, tmp_path_factory):
     from study.cli import main
 
     root = tmp_path_factory.mktemp("usable")
     (root / "space.yaml").write_text(QUICK)
-    # Every epoch checkpointed (and kept: 2 epochs, keep_checkpoints 2), for the export tests.
-    args = ["--storage-path", str(root), "--name", "exp", "--set", "checkpoint_every=1"]
+    args = ["--storage-path", str(root), "--name", "exp", *EVERY_EPOCH]
     assert main(["run", str(root / "space.yaml"), *args]) == 0
     return root / "exp"
 
@@ -114,9 +118,11 @@ def test_export_a_named_trial_and_bad_inputs(experiment, run_cli, tmp_path):
 def test_runs_of_one_name_stay_apart_unless_pooled_and_alike(experiment, run_cli, tmp_path):
     space = str(experiment.parent / "space.yaml")
     root = str(experiment.parent)
-    code, _, err = run_cli("run", space, "--storage-path", root, "--name", "fewer", "--set", "num_train=300")
+    code, _, err = run_cli(
+        "run", space, "--storage-path", root, "--name", "fewer", "--set", "num_train=300", *EVERY_EPOCH
+    )
     assert code == 0, err
-    code, _, err = run_cli("run", space, "--storage-path", root, "--name", "more-seeds", "--seed", "7")
+    code, _, err = run_cli("run", space, "--storage-path", root, "--name", "more-seeds", "--seed", "7", *EVERY_EPOCH)
     assert code == 0, err
 
     code, out, err = run_cli("analyze", str(experiment), root + "/fewer", "--out", str(tmp_path / "apart"))
