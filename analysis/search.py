@@ -184,6 +184,7 @@ def search_plots(study: Any, out: str, experiment: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
+    from matplotlib.ticker import NullFormatter
 
     from study.analysis.plots import plot_file_name
 
@@ -192,6 +193,9 @@ def search_plots(study: Any, out: str, experiment: str) -> list[str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
             axes = plot(study)
+        for ax in np.ravel(axes):
+            if ax.get_xscale() == "log":  # a log-uniform field: matplotlib labels its minor ticks on top of each other
+                ax.xaxis.set_minor_formatter(NullFormatter())
         figure = np.ravel(axes)[0].figure
         path = os.path.join(out, plot_file_name(experiment).replace("curves_", f"{kind}_"))
         figure.savefig(path, dpi=110, bbox_inches="tight")
