@@ -64,6 +64,11 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def always_checkpointed(epoch: int, epochs: int, stop_epochs: tuple[int, ...]) -> bool:
+    """The last epoch, and one at which the scheduler may stop the trial (then its last)."""
+    return epoch >= epochs or epoch in stop_epochs
+
+
 def checkpoint_due(
     every: int,
     epochs: int,
@@ -84,7 +89,7 @@ def checkpoint_due(
     least 20 writes' worth of training, and a crash repeats at most about that much.
     """
     current = history[-1]
-    if current["epoch"] >= epochs or current["epoch"] in stop_epochs or current.get("diverged"):
+    if always_checkpointed(current["epoch"], epochs, stop_epochs) or current.get("diverged"):
         return True
     if every:
         return current["epoch"] % every == 0

@@ -21,6 +21,7 @@ from ray import tune
 
 from study.checkpoints import (
     WRITE_SPEED,
+    always_checkpointed,
     checkpoint_due,
     config_key,
     expected_write_s,
@@ -196,8 +197,8 @@ def train_epochs(
         metrics["config_key"] = key  # whose row this is, should a folder name ever be given twice
         history.append(metrics)
         write_s = 0.0
-        forced = trainer.epoch >= cfg.epochs or trainer.epoch in stop_epochs
-        if cfg.checkpoint_every == 0 and not forced:  # auto: what would a write cost?
+        if cfg.checkpoint_every == 0 and not always_checkpointed(trainer.epoch, cfg.epochs, stop_epochs):
+            # auto: what would a write cost?
             write_s, probe_s = expected_write_s(history, trainer.state_bytes(), scratch)
             metrics["expected_checkpoint_s"] = write_s  # the policy's input, in the results
             if probe_s:
