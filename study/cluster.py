@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import subprocess
 import sys
 
 from study.errors import StudyError, reason, where
@@ -98,7 +99,32 @@ def release() -> None:
         import ray
 
         started_here = False
+        stop_monitor()
         ray.shutdown()
+
+
+def stop_monitor() -> None:
+    """SIGKILL the autoscaler monitor of the local Ray this process started, by its own PID.
+
+    `ray.shutdown` stops the raylet and the GCS first, then sends the monitor SIGTERM, on which it
+    reports its own end to the GCS that is gone, hangs, and is SIGKILLed a second later: a second
+    of every study's exit (measured 2026-12-01: 1.0 s of the 1.4 s stop). A local study never
+    autoscales, so the monitor has nothing to finish. If Ray's private process table changes,
+    this does nothing and Ray stops the monitor its own way.
+    """
+    try:
+        from ray._private import ray_constants, worker
+
+        monitors = worker._global_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, [])
+    except (ImportError, AttributeError):
+        return
+    for info in monitors:
+        if info.process.poll() is None:
+            info.process.kill()
+            try:
+                info.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # Ray's own stop deals with it
+                pass
 
 
 def check_local_cpus(spec: StudySpec, address: str | None, autoscale: bool) -> None:

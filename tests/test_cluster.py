@@ -12,6 +12,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -211,3 +212,34 @@ def test_cluster_files_comment_every_key(name):
         if is_key[i] and "#" not in line and not (i and lines[i - 1].lstrip().startswith("#"))
     ]
     assert not bare, f"keys without a comment: {bare}"
+
+
+# A local Ray started by `study`, stopped by study.cluster.release: which of its processes were
+# still running when Ray's own stop came to them, and which run after it.
+STOP_PROBE = """
+import json
+from study.cluster import connect, release
+connect(None)
+from ray._private import node, worker
+processes = {kind: [i.process for i in infos] for kind, infos in worker._global_node.all_processes.items()}
+alive_when_reached = {}
+kill = node.Node._kill_process_impl
+def record(self, kind, **kwargs):
+    alive_when_reached[kind] = any(p.poll() is None for p in processes[kind])
+    kill(self, kind, **kwargs)
+node.Node._kill_process_impl = record
+release()
+running = [p.pid for ps in processes.values() for p in ps if p.poll() is None]
+print(json.dumps({"alive_when_reached": alive_when_reached, "running": running}))
+"""
+
+
+def test_the_local_ray_stops_whole_with_its_monitor_killed_first():
+    # Ray's autoscaler monitor hangs on SIGTERM once the GCS is gone, until Ray SIGKILLs it a
+    # second later; release() kills it first. Every process the local Ray started is gone after.
+    proc = subprocess.run([sys.executable, "-c", STOP_PROBE], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["running"] == []
+    assert out["alive_when_reached"]["monitor"] is False
+    assert out["alive_when_reached"]["raylet"] is True  # the rest stop Ray's own way
