@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from typing import Any
 
 import pandas as pd
 
@@ -24,12 +25,19 @@ def variant_label(variant: str, trials: pd.DataFrame) -> str:
     return f"{variant} ({count})" if full == n else f"{variant} ({count}, {full} to epoch {last})"
 
 
-def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
-    """Write one PNG for `experiment` to `path`: mean over seeds, band = min..max over seeds."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend: plots go to files only, no display needed."""
     import matplotlib
 
-    matplotlib.use("Agg")  # files only; no display needed
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
+    """Write one PNG for `experiment` to `path`: mean over seeds, band = min..max over seeds."""
+    plt = pyplot()
     from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
     rows = frame[frame["experiment"] == experiment]

@@ -179,14 +179,12 @@ def write_study_file(frames: list[pd.DataFrame], path: str) -> str:
 
 def search_plots(study: Any, out: str, experiment: str) -> list[str]:
     """Optuna's own matplotlib plots: the metric against each parameter, and parallel coordinates."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
     from matplotlib.ticker import NullFormatter
 
-    from study.analysis.plots import plot_file_name
+    from study.analysis.plots import plot_file_name, pyplot
+
+    plt = pyplot()
 
     written = []
     for kind, plot in (("slice", ovm.plot_slice), ("parallel", ovm.plot_parallel_coordinate)):

@@ -18,6 +18,7 @@ from study.schema import META_KEY, VARIANT_KEY
 from study.space import Domain, StudySpec
 from study.state_backup import StateBackup
 from study.storage import basename, is_uri, join, parent, read_bytes
+from study.warm import WarmTables
 
 
 def to_tune_domain(domain: Domain) -> Any:
@@ -242,6 +243,7 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
             callbacks=[
                 StateBackup(experiment_path),
                 EtaCallback(spec.num_trials(), spec.max_epochs()),
+                WarmTables(spec.num_trials()),
                 *result_loggers(spec.tensorboard),
             ],
         ),

@@ -211,6 +211,36 @@ def test_eta_callback_counts_shrinks_plan_and_survives_restore():
     assert restored.done == 4 and "ETA <= 10s" in restored.line(restored.start + 10)
 
 
+
+def test_the_tables_imports_start_once_when_a_slot_stays_idle():
+    import pickle
+    import threading
+    from types import SimpleNamespace
+
+    from ray.tune.experiment import Trial
+
+    from study.warm import WarmTables
+
+    calls = []
+    warm = WarmTables(planned_trials=3, warm=lambda: calls.append(threading.current_thread().name))
+    trial = lambda status: SimpleNamespace(status=status)  # noqa: E731
+    done, running, pending = trial(Trial.TERMINATED), trial(Trial.RUNNING), trial(Trial.PENDING)
+    warm.on_trial_complete(0, [done, running], done)  # the searcher has not made the 3rd trial yet
+    warm.on_trial_complete(0, [done, running, pending], done)  # a trial will take the freed slot
+    assert not warm.started
+    warm.on_trial_complete(0, [done, running, running], done)  # nothing left to start: the tail
+    warm.on_trial_complete(0, [done, done, running], done)
+    for thread in threading.enumerate():
+        if thread.name == "warm-tables":
+            thread.join(timeout=60)
+    assert calls == ["warm-tables"]  # once, in its own thread
+    saved = WarmTables(planned_trials=3)  # as Tune pickles it, with the default imports
+    saved.started = True
+    assert pickle.loads(pickle.dumps(saved)).started is False  # a restored run warms up again
+
+    failing = WarmTables(planned_trials=1, warm=lambda: 1 / 0)
+    failing.run()  # a failed import is left to the tables, in the main thread
+
 REUSE_SPACE = """
 name: reuse
 dataset: synthetic
