@@ -21,6 +21,7 @@ from study.config import TrialConfig
 from study.data.datasets import ImageData
 from study.data.loader import BatchLoader
 from study.models import create_model
+from study.optim import StepInBackward
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,12 +45,17 @@ def is_conv_net(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def make_optimizer(cfg: TrialConfig, params) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrialConfig, params) -> StepInBackward:
     """SGD or Adam with torch's fused kernel (cpu and cuda): one pass over each parameter, no
-    parameter-sized temporaries, so faster and lighter than the per-tensor loop (benchmarks/memory.py)."""
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    parameter-sized temporaries, so faster and lighter than the per-tensor loop (benchmarks/memory.py).
+    The large parameters step during backward (`study.optim`)."""
+
+    def make(group: list[nn.Parameter]) -> torch.optim.Optimizer:
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(group, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)
+        return torch.optim.Adam(group, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+
+    return StepInBackward(make, params)
 
 
 class ComputeFormat:
@@ -85,7 +91,7 @@ class RunningTotals:
 
 
 def train_one_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, loader: BatchLoader, compute: ComputeFormat
+    model: nn.Module, optimizer: StepInBackward, loader: BatchLoader, compute: ComputeFormat
 ) -> dict[str, float]:
     """One pass over `loader`. Returns mean train_loss and train_acc over the images seen."""
     model.train()
@@ -94,8 +100,8 @@ def train_one_epoch(
         with compute.autocast():
             logits = model(compute.prepare(x))  # (B, classes)
             loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        optimizer.zero_grad()
+        loss.backward()  # the large parameters are updated in here, each as its gradient is done
         optimizer.step()
         totals.add(loss * len(y), logits, y)
     return {**totals.means("train"), "train_images": totals.seen}
@@ -229,6 +235,8 @@ class Trainer:
 
     def close(self) -> None:
         """Free the model, optimiser and device-resident batches now; the trainer is unusable after."""
+        if "optimizer" in self.__dict__:
+            self.optimizer.remove_hooks()  # the hooks tie parameters and optimisers in a cycle
         self.__dict__.clear()
 
     def save(self, path: str) -> None:

@@ -223,3 +223,58 @@ def test_checkpoint_every_defaults_to_auto_and_rejects_negatives():
     assert TrialConfig().checkpoint_every == 0
     with pytest.raises(StudyError, match="checkpoint_every"):
         TrialConfig.from_dict({"checkpoint_every": -1}, source="x.yaml", section="space")
+
+
+def two_layer_net(seed: int) -> torch.nn.Module:
+    """One parameter big enough to step in backward (1.1M elements), the rest small."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(1100, 1000), torch.nn.ReLU(), torch.nn.Linear(1000, 10))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: torch.optim.Adam(ps, lr=1e-3, weight_decay=1e-4, fused=True),
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, fused=True),
+    ],
+    ids=["adam", "sgd"],
+)
+def test_stepping_large_parameters_in_backward_trains_as_one_optimiser_and_frees_their_gradients(make):
+    from study.optim import StepInBackward
+
+    plain_net, fused_net = two_layer_net(0), two_layer_net(0)
+    plain, fused = make(list(plain_net.parameters())), StepInBackward(make, fused_net.parameters())
+    big = fused_net[0].weight
+    assert len(fused.hooks) == 1 and big.numel() >= 2**20
+    x, y = torch.randn(64, 1100, generator=torch.Generator().manual_seed(1)), torch.arange(64) % 10
+    for _ in range(3):
+        for net, opt in ((plain_net, plain), (fused_net, fused)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            if opt is fused:  # the big weight has stepped and dropped its gradient; the rest wait
+                assert big.grad is None and fused_net[0].bias.grad is not None
+            opt.step()
+    for a, b in zip(plain_net.parameters(), fused_net.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+    # Its state is one optimiser's: the same tensors under the same indices, and it loads back.
+    saved, ours = plain.state_dict(), fused.state_dict()
+    assert ours["param_groups"] == saved["param_groups"] and ours["state"].keys() == saved["state"].keys()
+    for i, per_param in saved["state"].items():
+        for key, value in per_param.items():
+            torch.testing.assert_close(ours["state"][i][key], value, rtol=0, atol=1e-6)
+    restored = StepInBackward(make, two_layer_net(0).parameters())
+    restored.load_state_dict(saved)  # a checkpoint written by one optimiser (before this class)
+    torch.testing.assert_close(restored.state_dict()["state"], ours["state"], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="state for 4 parameters in 1 group.*this model has 2"):
+        StepInBackward(make, torch.nn.Linear(3, 3).parameters()).load_state_dict(saved)
+
+
+def test_the_cnns_first_fc_layer_steps_in_backward_and_keeps_no_gradient():
+    trainer = Trainer(tiny(fc_width=4096, max_steps_per_epoch=2), data_for(tiny()))  # FC 256 x 4096: 1M weights
+    fc = trainer.model.classifier[1].weight
+    trainer.run_epoch()
+    assert fc.grad is None  # freed as soon as it had been used, in every step
+    assert all(p.grad is not None for p in trainer.model.parameters() if p.numel() < fc.numel())
+    trainer.close()
+    assert not fc._post_accumulate_grad_hooks  # closing unhooks it: no cycle keeps the model alive

@@ -211,7 +211,6 @@ def test_eta_callback_counts_shrinks_plan_and_survives_restore():
     assert restored.done == 4 and "ETA <= 10s" in restored.line(restored.start + 10)
 
 
-
 def test_the_tables_imports_start_once_when_a_slot_stays_idle():
     import pickle
     import threading
@@ -240,6 +239,7 @@ def test_the_tables_imports_start_once_when_a_slot_stays_idle():
 
     failing = WarmTables(planned_trials=1, warm=lambda: 1 / 0)
     failing.run()  # a failed import is left to the tables, in the main thread
+
 
 REUSE_SPACE = """
 name: reuse
