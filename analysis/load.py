@@ -33,6 +33,17 @@ METRIC_COLUMNS = [
     "time_this_iter_s",
     "time_total_s",
     "replayed",  # reported again after a crash, from the checkpoint's record (see study.checkpoints)
+    # What the epoch cost beyond training (see README "What it costs, measured"):
+    "data_s",
+    "device",
+    "threads",
+    "rss_mb",
+    "rss_anon_mb",
+    "peak_rss_mb",
+    "checkpoint_s",  # only where the epoch wrote a checkpoint
+    "checkpoint_mb",
+    "expected_checkpoint_s",
+    "checkpoint_probe_s",
 ]
 
 

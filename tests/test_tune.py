@@ -134,6 +134,9 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     for variant, g in last.groupby("variant"):
         assert per_variant.loc[variant, "trials"] == 2 == g["config_seed"].nunique()
         assert per_variant.loc[variant, "final_test_acc"] == pytest.approx(g["test_acc"].mean())
+    # Each epoch's costs are columns too: memory on every row, the write where a checkpoint was made.
+    assert raw["rss_mb"].gt(0).all() and raw["threads"].eq(1).all() and raw["data_s"].ge(0).all()
+    assert raw.loc[raw["epoch"] == 2, "checkpoint_mb"].gt(0).all()  # the last epoch is always saved
     # The default checkpoint_every 0 (auto): each trial saved exactly the epochs the policy picks
     # from its own epoch times and the write time it expected (reported), the last among them.
     from study.checkpoints import checkpoint_due
