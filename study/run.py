@@ -294,7 +294,9 @@ def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: boo
 
 
 def fit(tuner: Any, path: str) -> Outcome:
-    with stop_signals() as received:
+    from study.state_backup import running_in
+
+    with stop_signals() as received, running_in(path):
         try:
             results = tuner.fit()
         except KeyboardInterrupt:  # a second signal: stopped at once; the state of the last save stays

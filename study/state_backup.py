@@ -10,6 +10,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ray.tune import Callback
@@ -17,6 +19,21 @@ from ray.tune import Callback
 from study import signing
 from study.experiment_state import BACKUP_DIR, readable, state_files
 from study.storage import is_uri
+
+# The folder of the experiment this driver is running, set around Tune's fit by `running_in`. A
+# StateBackup restored from tuner.pkl names the folder it was pickled in, which is another one
+# once the experiment has been copied or moved: it must never write there.
+_running_in: str | None = None
+
+
+@contextmanager
+def running_in(path: str) -> Iterator[None]:
+    global _running_in
+    previous, _running_in = _running_in, path
+    try:
+        yield
+    finally:
+        _running_in = previous
 
 
 class StateBackup(Callback):
@@ -47,6 +64,7 @@ class StateBackup(Callback):
         return self._key
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.path = _running_in or self.path  # this run's folder, wherever the pickle was made
         now = time.monotonic()
         if is_uri(self.path) or now - self.last_copy < self.every_s or not os.path.isdir(self.path):
             return

@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from study.experiment_state import BACKUP_DIR
 from tests.processes import children_of, kill_tree, start_study, wait_for
 from tests.processes import result_rows as rows
 
@@ -82,11 +84,19 @@ def test_driver_sigkill_then_resume_loses_and_repeats_nothing(write_yaml, tmp_pa
     assert main(["analyze", exp, "--out", str(tmp_path / "interrupted")]) == (2 if stale else 0)
     assert (tmp_path / "interrupted" / "per_variant.csv").exists() != stale
 
+    # The folder moves before its resume (to another disk, say): Tune's pickled callbacks name the
+    # old one, but the resumed run signs and backs up only where it is now.
+    moved = str(tmp_path / "moved" / "crash")
+    os.makedirs(os.path.dirname(moved))
+    os.rename(exp, moved)
+    exp, resumed_at = moved, time.time()
     resumed = start_study(["resume", exp], str(tmp_path / "resume.log"), env=env)
     try:
         assert resumed.wait(timeout=300) == 0, open(tmp_path / "resume.log").read()[-3000:]
     finally:
         kill_tree(resumed)
+    assert not os.path.exists(tmp_path / "crash")
+    assert os.path.getmtime(os.path.join(exp, BACKUP_DIR)) > resumed_at
 
     from ray.tune import ExperimentAnalysis
 

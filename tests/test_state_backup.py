@@ -94,3 +94,23 @@ def test_a_pickle_rewritten_while_it_is_copied_never_replaces_the_backup(tmp_pat
     assert (tmp_path / BACKUP_DIR / "callback-states-2026.pkl").read_bytes() == pickle.dumps({"done": 1})
     assert json.loads((tmp_path / BACKUP_DIR / "experiment_state-2026.json").read_text()) == {"n": 1}
     assert [p for p in os.listdir(tmp_path) if p.startswith(".study-state-new-")] == []  # no half copy left
+
+
+def test_a_restored_backup_signs_and_copies_only_where_the_experiment_runs_now(tmp_path, monkeypatch):
+    """Tune restores its callbacks from tuner.pkl, pickled in the folder the study started in. A
+    copied or moved experiment, resumed, must be signed and backed up where it is, never there."""
+    import shutil
+
+    from study.signing import MANIFEST
+    from study.state_backup import running_in
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    write_state(original, {"n": 1})
+    backup = StateBackup(str(original), every_s=0)  # as unpickled from the original's tuner.pkl
+    shutil.copytree(original, copy)
+    with running_in(str(copy)):  # `study resume copy`
+        backup.on_step_end(0, [])
+    assert sorted(os.listdir(original)) == ["experiment_state-2026.json", "search_gen_state-2026.json"]
+    assert (copy / MANIFEST).is_file() and (copy / BACKUP_DIR / "experiment_state-2026.json").is_file()
