@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -242,6 +243,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from study import run
 
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder):
+        raise StudyError(f"--out {args.out}: no such folder {folder}; create it first")
+    if os.path.isdir(args.out):
+        raise StudyError(f"--out {args.out}: is a folder; expected a file name, e.g. {os.path.join(args.out, 'model.pt')}")
     done = run.export_best(args.experiment, args.trial, args.out)
     older = (
         f"; its newest checkpoint, the trial ran to epoch {done['last_epoch']}"

@@ -200,6 +200,16 @@ CASES = [
     Case("imagefolder: a zero-byte PNG", "empty.png: unreadable image", imagefolder("empty")),
     Case("imagefolder: one class", "1 class folder(s); a classifier needs at least 2", imagefolder("one class")),
     Case("an unknown flag", "unrecognized arguments: --frobnicate", run_file(TINY, "--frobnicate")),
+    Case(
+        "export: `--out` in a missing folder",
+        "no such folder",
+        lambda folder: ["export", folder, "--out", os.path.join(folder, "missing", "model.pt")],
+    ),
+    Case(
+        "export: `--out` that is a folder",
+        "is a folder; expected a file name",
+        lambda folder: ["export", folder, "--out", folder],
+    ),
     Case("`--data-dir` that is a file", "afile is a file; expected a folder", data_dir_is_a_file),
 ]
 
