@@ -247,7 +247,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not os.path.isdir(folder):
         raise StudyError(f"--out {args.out}: no such folder {folder}; create it first")
     if os.path.isdir(args.out):
-        raise StudyError(f"--out {args.out}: is a folder; expected a file name, e.g. {os.path.join(args.out, 'model.pt')}")
+        raise StudyError(
+            f"--out {args.out}: is a folder; expected a file name, e.g. {os.path.join(args.out, 'model.pt')}"
+        )
     done = run.export_best(args.experiment, args.trial, args.out)
     older = (
         f"; its newest checkpoint, the trial ran to epoch {done['last_epoch']}"

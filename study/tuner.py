@@ -8,10 +8,11 @@ from typing import Any
 
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from study.asha import ResumableASHA
 from study.entry import train_trial
 from study.progress import EtaCallback
 from study.schema import META_KEY, VARIANT_KEY
@@ -58,12 +59,12 @@ def is_sampled(value: Any) -> bool:
     return isinstance(value, Domain) and value.kind != "grid"
 
 
-def make_scheduler(spec: StudySpec) -> FIFOScheduler | ASHAScheduler:
+def make_scheduler(spec: StudySpec) -> FIFOScheduler | ResumableASHA:
     if spec.scheduler.type == "fifo":
         return FIFOScheduler()
     s = spec.scheduler
     # time_attr "epoch" (our own counter) survives restore; the trainable reports it every epoch.
-    return ASHAScheduler(
+    return ResumableASHA(
         time_attr="epoch",
         max_t=spec.max_epochs(),
         grace_period=min(s.grace_period, spec.max_epochs()),

@@ -290,3 +290,60 @@ def test_tunes_misleading_warnings_are_dropped_and_others_kept(caplog):
         )
         logging.getLogger("ray.tune.tune").warning("Trial x: something else went wrong")
     assert [r.getMessage() for r in caplog.records] == ["Trial x: something else went wrong"]
+
+
+def test_ashas_rungs_are_rebuilt_from_the_results_of_restored_trials(tmp_path):
+    from types import SimpleNamespace
+
+    from pyarrow import fs
+    from ray.tune.schedulers import TrialScheduler
+
+    from study.asha import ResumableASHA
+
+    def trial(name: str, lines: list[str]) -> SimpleNamespace:
+        folder = tmp_path / name
+        folder.mkdir()
+        if lines:
+            (folder / "result.json").write_text("\n".join(lines) + "\n")
+        return SimpleNamespace(
+            trial_id=name, path=str(folder), storage=SimpleNamespace(storage_filesystem=fs.LocalFileSystem())
+        )
+
+    asha = ResumableASHA(time_attr="epoch", metric="test_acc", mode="max", max_t=4, grace_period=1, reduction_factor=2)
+    row = lambda epoch, acc: json.dumps({"epoch": epoch, "test_acc": acc})  # noqa: E731
+    # Before the stop: a ran to the end, b was stopped at the first rung, c's last line was cut short.
+    asha.on_trial_add(None, trial("a", [row(1, 0.9), row(2, 0.92), row(3, 0.93), row(4, 0.95)]))
+    asha.on_trial_add(None, trial("b", [row(1, 0.5)]))
+    asha.on_trial_add(None, trial("c", [row(1, 0.7), '{"epoch": 2, "test_a']))
+    asha.on_trial_add(None, trial("d", []))  # new in this run
+    rungs = {milestone: dict(recorded) for milestone, recorded in asha._brackets[0]._rungs}
+    assert rungs == {4: {"a": 0.95}, 2: {"a": 0.92}, 1: {"a": 0.9, "b": 0.5, "c": 0.7}}
+    # So the first trial to reach a rung after the resume is judged against them, as before it.
+    assert (
+        asha.on_trial_result(None, SimpleNamespace(trial_id="d"), {"epoch": 1, "test_acc": 0.6}) == TrialScheduler.STOP
+    )
+
+
+RUNGS_SPACE = """
+name: rungs
+dataset: synthetic
+scheduler: {type: asha, max_t: 3, grace_period: 1, reduction_factor: 2}
+resources: {cpu: 1}
+space:
+  seed: {grid: [0, 1, 2, 3]}
+  epochs: 3
+  model: cnn
+  channels: 4
+  fc_width: 16
+  num_train: 128
+  num_test: 64
+"""
+
+
+def test_a_resumed_study_keeps_ashas_rungs(ray_session, run_cli, write_yaml, tmp_path):
+    code, out, _ = run_cli("run", write_yaml(RUNGS_SPACE), "--storage-path", str(tmp_path), "--name", "rungs")
+    assert code == 0
+    code, out, err = run_cli("resume", str(tmp_path / "rungs"))  # finished: Tune adds its 4 trials back
+    assert code == 0, err
+    final = out.split("Number of trials: 4/4 (4 TERMINATED)")[0].rsplit("Bracket:", 1)[-1]
+    assert "Iter 1.000: None" not in final and "Iter 1.000: " in final  # Ray's own ASHA starts empty
