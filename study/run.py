@@ -201,8 +201,8 @@ def check_signature(path: str) -> None:
         if not signing.problems(path):
             names = ", ".join(name for name, _ in found)
             print(
-                f"[study] {names}: newer than the signature (the driver stopped between Tune's save and the "
-                f"signing); resuming from the signed copy in {BACKUP_DIR}/",
+                f"[study] {names}: changed since it was signed (a driver stopped between Tune's save and the "
+                f"signing, or a damaged file); resuming from the signed copy in {BACKUP_DIR}/",
                 file=sys.stderr,
             )
             return
@@ -303,8 +303,12 @@ def fit(tuner: Any, path: str) -> Outcome:
             return Outcome(path, 0, received[0] if received else signal.SIGINT, at_once=True)
     if not storage.is_uri(path):
         from study import signing
+        from study.state_backup import StateBackup
 
-        signing.sign(path)  # Tune's final save came after the last step's signature
+        # Tune's final save came after the last step's signature and backup: sign it, and keep it
+        # as the backup too (a damaged state file of a finished study then loses nothing).
+        if not StateBackup(path).copy_state():
+            signing.sign(path)
     return Outcome(path, len(results.errors), received[0] if received else None)
 
 

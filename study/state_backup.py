@@ -79,12 +79,14 @@ class StateBackup(Callback):
                 )
                 self.warned = True
 
-    def copy_state(self) -> None:
+    def copy_state(self) -> bool:
+        """Sign the folder and copy its state files to the backup; False if they were unchanged or
+        did not parse (nothing done)."""
         files = state_files(self.path)
         signature = tuple((p, os.path.getmtime(p), os.path.getsize(p)) for p in files)
         states = [p for p in files if os.path.basename(p).startswith("experiment_state-")]
         if signature == self.last_signature or not states or not all(readable(p) for p in files):
-            return  # unchanged, or caught mid-write: keep the previous copy
+            return False  # unchanged, or caught mid-write: keep the previous copy
         signing.sign(self.path, self.key)  # the live files, as Tune just saved them
         staging = tempfile.mkdtemp(prefix=".study-state-new-", dir=self.path)
         try:
@@ -92,7 +94,7 @@ class StateBackup(Callback):
                 shutil.copy2(p, staging)
             if not all(readable(p) for p in state_files(staging)):
                 shutil.rmtree(staging)  # Ray rewrote a file as it was copied: keep the previous copy
-                return
+                return True  # the live files are signed
             # Signed from the copies themselves: Ray may write a live file between the two.
             signing.sign(staging, self.key)
         except OSError:
@@ -105,3 +107,4 @@ class StateBackup(Callback):
         os.replace(staging, old)  # the backup is always either the old or the new complete copy
         shutil.rmtree(retired, ignore_errors=True)
         self.last_signature = signature
+        return True

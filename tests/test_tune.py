@@ -103,6 +103,13 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     assert code == 0, err
     exp = tmp_path / "exp"
     assert (exp / "study.yaml").exists()
+    # The signed backup of Tune's state is its final save, which came after the last step.
+    from study.experiment_state import BACKUP_DIR
+    from study.signing import problems
+
+    (state,) = glob.glob(str(exp / "experiment_state-*.json"))
+    assert open(state, "rb").read() == (exp / BACKUP_DIR / os.path.basename(state)).read_bytes()
+    assert not problems(str(exp)) and not problems(str(exp / BACKUP_DIR))
     assert glob.glob(str(exp / "*" / "result.json")) and not glob.glob(str(exp / "*" / "events.out.tfevents.*"))
     titles = {
         "per_variant": "## 1. Per variant",
