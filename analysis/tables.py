@@ -234,7 +234,8 @@ def against_report(frame: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
                 "passage": ref.passage,
             }
         )
-    return pd.DataFrame(rows)
+    columns = ["experiment", "variant", "metric", "epoch", "report", "measured", "ci_low", "ci_high", "n"]
+    return pd.DataFrame(rows, columns=[*columns, "verdict", "passage"])  # a header even with no rows
 
 
 def nodes_used(rows: pd.DataFrame) -> int:

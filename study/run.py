@@ -286,9 +286,10 @@ def set_state_save_period(num_trials: int) -> None:
 
 
 def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: bool = False) -> None:
+    trials, epochs = spec.num_trials(), spec.max_epochs()
     print(
-        f"[study] {'resuming ' if resumed else ''}{spec.name}: {spec.num_trials()} trials x up to "
-        f"{spec.max_epochs()} epochs, {resources['cpu']:g} CPU + {resources['gpu']:g} GPU each -> {path}",
+        f"[study] {'resuming ' if resumed else ''}{spec.name}: {trials} trial{'s' * (trials != 1)} x up to "
+        f"{epochs} epoch{'s' * (epochs != 1)}, {resources['cpu']:g} CPU + {resources['gpu']:g} GPU each -> {path}",
         flush=True,
     )
 

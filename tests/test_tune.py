@@ -122,6 +122,8 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
         assert (exp / "analysis" / f"{table}.csv").exists() and (exp / "analysis" / f"{table}.md").exists()
         assert title in out and title in (exp / "analysis" / f"{table}.md").read_text()
     assert (exp / "analysis" / "curves_cli_test.png").stat().st_size > 10_000
+    none = pd.read_csv(exp / "analysis" / "against_report.csv")  # no figure in the report: a header, no rows
+    assert none.empty and list(none.columns[:4]) == ["experiment", "variant", "metric", "epoch"]
 
     # What produced the run, written before the first trial: versions, commit, command, machine.
     env = json.loads((exp / "environment.json").read_text())
