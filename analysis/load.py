@@ -247,7 +247,8 @@ def check_poolable(name: str, runs: list[pd.DataFrame]) -> None:
             if earlier != path:
                 raise StudyError(
                     f"--pool: {earlier} and {path} both ran variant {variant} with seed {seed}: the same "
-                    "measurement twice, not another seed; pool runs made with other seeds (study run --seed N)"
+                    "measurement twice, not another seed; pool runs made with other seeds (study run FILE --seed N, once "
+                    "per new seed)"
                 )
 
 

@@ -165,6 +165,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"{spec.search.type} search, {scheduler}); checkpoints up to {largest_mb:,.0f} MB each, "
             f"at most {total_gb:,.1f} GB on disk ({spec.num_trials()} trials x {spec.keep_checkpoints} kept)"
         )
+        if any(c.model == "resnet18" and c.pretrained for c in spec.trial_configs()):
+            from study.models.resnet import weights_path
+
+            if not os.path.isfile(weights_path()):
+                print(
+                    f"{path}: note: resnet18's ImageNet weights are not at {weights_path()}; `study run` "
+                    "downloads them first (or fails at once if it cannot: no trial starts)"
+                )
     return EXIT_OK
 
 

@@ -109,6 +109,19 @@ def test_validate_takes_the_same_overrides_as_run_and_shows_the_grace_period(run
     assert run_cli("validate", path, "--max-epochs", "0")[0] == 2  # checked as in `study run`
 
 
+def test_validate_says_when_resnet18s_imagenet_weights_are_not_cached(run_cli, tmp_path, monkeypatch):
+    from study.models.resnet import weights_path
+
+    path = os.path.join(os.path.dirname(__file__), "..", "search_spaces", "report", "resnet18.yaml")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    code, out, _ = run_cli("validate", path)
+    assert code == 0 and f"note: resnet18's ImageNet weights are not at {weights_path()}" in out
+    os.makedirs(os.path.dirname(weights_path()))
+    open(weights_path(), "wb").close()
+    assert "note:" not in run_cli("validate", path)[1]
+    assert "note:" not in run_cli("validate", path, "--set", "pretrained=false")[1]
+
+
 BAD = [
     ("name: x\nspace: {lr: 0.1]\n", "line 2: YAML syntax error"),
     ("nmae: x\n", "nmae: unknown key; expected one of: name"),
