@@ -251,7 +251,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from study import run
 
+    if not os.path.basename(args.out):  # '' or a path ending in '/'
+        raise StudyError(f"--out {args.out!r}: expected a file name, e.g. model.pt")
     folder = os.path.dirname(os.path.abspath(args.out))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise StudyError(f"--out {args.out}: {folder} is a file, not a folder")
     if not os.path.isdir(folder):
         raise StudyError(f"--out {args.out}: no such folder {folder}; create it first")
     if os.path.isdir(args.out):

@@ -56,10 +56,10 @@ def export_checkpoint(
     try:
         torch.save(exported, tmp)
         os.replace(tmp, out)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch.save reports a bad path as a RuntimeError
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise StudyError(f"--out {out}: cannot write ({exc.strerror})") from None
+        raise StudyError(f"--out {out}: cannot write ({getattr(exc, 'strerror', None) or reason(exc)})") from None
     return exported
 
 

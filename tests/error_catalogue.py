@@ -210,6 +210,17 @@ CASES = [
         "is a folder; expected a file name",
         lambda folder: ["export", folder, "--out", folder],
     ),
+    Case(
+        "export: `--out` ending in /",
+        "expected a file name, e.g. model.pt",
+        lambda folder: ["export", folder, "--out", os.path.join(folder, "new") + "/"],
+    ),
+    Case("export: empty `--out`", "--out '': expected a file name", lambda folder: ["export", folder, "--out", ""]),
+    Case(
+        "export: `--out` under a file",
+        "is a file, not a folder",
+        lambda folder: ["export", folder, "--out", os.path.join(write(folder, "afile", "x"), "model.pt")],
+    ),
     Case("`--data-dir` that is a file", "afile is a file; expected a folder", data_dir_is_a_file),
 ]
 
