@@ -67,13 +67,13 @@ class StepInBackward:
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[int, Any] = {}
-        for optimizer, positions in self.groups:
-            saved = optimizer.state_dict()
+        saved_groups = [(optimizer.state_dict(), positions) for optimizer, positions in self.groups]
+        for saved, positions in saved_groups:
             local_ids = saved["param_groups"][0]["params"]
             for local, pos in zip(local_ids, positions, strict=True):
                 if local in saved["state"]:
                     state[pos] = saved["state"][local]
-        hyper = {k: v for k, v in self.groups[0][0].state_dict()["param_groups"][0].items() if k != "params"}
+        hyper = {k: v for k, v in saved_groups[0][0]["param_groups"][0].items() if k != "params"}
         return {"state": state, "param_groups": [{**hyper, "params": list(range(len(self.params)))}]}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
