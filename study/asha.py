@@ -19,13 +19,17 @@ class ResumableASHA(ASHAScheduler):
     and an interrupted quickstart trained 46 trial-epochs where an uninterrupted one trains 26
     (found by a new user, 2026-12-01). Tune adds every restored trial again, finished or not;
     then its results so far (its `result.json`) go through its bracket as ASHA saw them when
-    they were reported, which records each rung's value. A new trial has no results, and the
-    stop decisions of the replay are not acted on: those trials are stopped or continue as they
-    were.
+    they were reported, which records each rung's value. A new trial has no results, so nothing
+    is read for it (on s3:// that is one request saved per trial). The stop decisions of the
+    replay are not acted on: those trials are stopped or continue as they were. A trial whose
+    results Tune's state had not yet recorded reports them again itself when it resumes
+    (`replayed`), and ASHA sees them then.
     """
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         super().on_trial_add(tune_controller, trial)
+        if not getattr(trial, "has_reported_at_least_once", True):
+            return  # a new trial (or one Tune's state saw no result of): no file to read
         bracket = self._trial_info[trial.trial_id]
         for result in saved_results(trial):
             step, value = result.get(self._time_attr), result.get(self._metric)

@@ -325,6 +325,9 @@ def test_ashas_rungs_are_rebuilt_from_the_results_of_restored_trials(tmp_path):
     asha.on_trial_add(None, trial("b", [row(1, 0.5)]))
     asha.on_trial_add(None, trial("c", [row(1, 0.7), '{"epoch": 2, "test_a']))
     asha.on_trial_add(None, trial("d", []))  # new in this run
+    fresh = trial("e", [row(1, 0.1)])
+    fresh.has_reported_at_least_once = False  # as Tune marks a trial its state saw no result of
+    asha.on_trial_add(None, fresh)  # not read: it reports again as it resumes
     rungs = {milestone: dict(recorded) for milestone, recorded in asha._brackets[0]._rungs}
     assert rungs == {4: {"a": 0.95}, 2: {"a": 0.92}, 1: {"a": 0.9, "b": 0.5, "c": 0.7}}
     # So the first trial to reach a rung after the resume is judged against them, as before it.
