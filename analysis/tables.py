@@ -238,6 +238,16 @@ def against_report(frame: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame(rows, columns=[*columns, "verdict", "passage"])  # a header even with no rows
 
 
+def wall_time(rows: pd.DataFrame) -> float:
+    """Seconds from the first trial's start to the last result, summed over the run and each resume
+    (`session`): the pause between a stop and its resume is not counted."""
+    if "session" not in rows or "time_this_iter_s" not in rows:
+        return float(rows["timestamp"].max() - (rows["timestamp"] - rows["time_total_s"]).min())
+    by_session = rows["session"]
+    first_start = (rows["timestamp"] - rows["time_this_iter_s"]).groupby(by_session).min()
+    return float((rows["timestamp"].groupby(by_session).max() - first_start).sum())
+
+
 def nodes_used(rows: pd.DataFrame) -> int:
     """Ray nodes that trained, in the session that used the most: a resume starts a new Ray, whose
     nodes have new ids, so counting ids over the whole run would count this machine twice."""
@@ -256,7 +266,6 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for experiment, trials_of_experiment in trials.groupby("experiment", sort=False):
         epoch_rows = frame[frame["experiment"] == experiment]
-        start = (epoch_rows["timestamp"] - epoch_rows["time_total_s"]).min()  # first trial's start, in epoch seconds
         planned = int(np.minimum(trials_of_experiment["config_epochs"], trials_of_experiment["max_t"]).sum())
         spent = int(trials_of_experiment["epochs_run"].sum())
         rows.append(
@@ -270,7 +279,7 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
                 "saved_share": (planned - spent) / planned if planned else math.nan,
                 "stopped_early": int(trials_of_experiment["stopped_early"].sum()),
                 "diverged": int(trials_of_experiment["diverged"].sum()),
-                "wall_time_s": float(epoch_rows["timestamp"].max() - start),
+                "wall_time_s": wall_time(epoch_rows),
                 "trial_time_s": float(trials_of_experiment["time_total_s"].sum()),
             }
         )

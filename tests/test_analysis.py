@@ -138,6 +138,17 @@ def test_compute_counts_what_asha_saved():
     c = compute(FRAME).iloc[0]
     assert c["trials"] == 6 and c["planned_epochs"] == 18 and c["trial_epochs"] == 17
     assert c["asha_saved_epochs"] == 1 and c["stopped_early"] == 1
+    assert c["wall_time_s"] == 1000 + 10 * 5 + 2 * 2 - 1000  # first trial's start to the last result
+
+
+def test_compute_wall_time_leaves_out_the_pause_before_a_resume():
+    frame = FRAME.assign(time_this_iter_s=2.0, session=0)
+    resumed = frame["trial_id"].isin(["t4", "t5"])  # ran again an hour later, in a second Ray session
+    frame.loc[resumed, "timestamp"] += 3600
+    frame.loc[resumed, "session"] = 1
+    # Session 0: t0's first epoch starts at 1000, t3's last result at 1036; session 1: t4's first
+    # epoch starts at 4640 (1000 + 40 + 2 - 2 + 3600), t5's last result at 4654.
+    assert compute(frame).iloc[0]["wall_time_s"] == (1036 - 1000) + (4654 - 4640)
 
 
 def test_reference_covers_every_report_experiment_with_known_variants():
