@@ -117,15 +117,7 @@ def read_results(uri: str) -> pd.DataFrame:
     """A trial's result.json: one JSON object per line, one line per reported epoch."""
     if not storage.is_file(uri):
         return pd.DataFrame()
-    rows = []
-    for line in storage.read_text(uri).splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a crash mid-write: the epochs before it still count
-        if isinstance(row, dict):
-            rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(storage.json_lines(storage.read_text(uri)))
 
 
 def trial_frame(

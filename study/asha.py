@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import posixpath
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler
+
+from study.storage import json_lines
 
 RESULT_FILE = "result.json"  # Tune's JsonLoggerCallback: one JSON line per reported result
 
@@ -57,12 +58,4 @@ def saved_results(trial: Any) -> list[dict[str, Any]]:
             text = f.read().decode("utf-8", errors="replace")
     except OSError:  # no results: a trial that never reported
         return []
-    results = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            results.append(row)
-    return results
+    return json_lines(text)

@@ -25,7 +25,7 @@ from typing import Any
 
 from study.errors import StudyError, reason
 from study.schema import CHECKPOINT_FILE
-from study.storage import is_uri
+from study.storage import is_uri, json_lines
 
 META_FILE = "meta.json"  # beside CHECKPOINT_FILE: {"epoch", "config_key", "history"}
 CHECKPOINT_SHARE = 0.05  # checkpoint_every 0 (auto): writing stays at or under this share of training
@@ -234,13 +234,14 @@ def recorded_epoch(trial_dir: str, checkpoint_path: str | None) -> int:
     epochs = [0]
     try:
         with open(os.path.join(trial_dir, "result.json")) as f:
-            for line in f:
-                try:
-                    epochs.append(int(json.loads(line)["epoch"]))
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut short by a crash
+            rows = json_lines(f.read())
     except OSError:
-        pass
+        rows = []
+    for row in rows:
+        try:
+            epochs.append(int(row["epoch"]))
+        except (ValueError, KeyError, TypeError):
+            continue
     return max(epochs)
 
 

@@ -7,6 +7,7 @@ file, list the runs of a study, and create an experiment folder that no other ru
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import tempfile
@@ -65,6 +66,20 @@ def read_bytes(uri: str) -> bytes:
 
 def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
+
+
+def json_lines(text: str) -> list[dict]:
+    """The objects of a JSON-lines file such as Tune's result.json, one per line; a line cut short
+    by a crash mid-write is skipped, so the lines before it still count."""
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def write_text(uri: str, text: str) -> None:
