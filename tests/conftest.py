@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+# Every Ray the tests start (in-process, or by a `study` subprocess, which inherits this) keeps
+# its session folder (logs, sockets; about 1 MB each) under one folder of this test run, removed
+# when the run ends, instead of adding to /tmp/ray for good. Short: Ray's unix sockets live in it.
+if "RAY_TMPDIR" not in os.environ:
+    RAY_TMPDIR = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
+else:
+    RAY_TMPDIR = None  # the caller's choice: theirs to keep
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if RAY_TMPDIR is not None:  # session fixtures (the in-process Ray) are torn down by now
+        shutil.rmtree(RAY_TMPDIR, ignore_errors=True)
+
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: a real download that fails at once
 

@@ -430,7 +430,8 @@ def forget_cluster(name: str) -> None:
     """Remove what the launcher keeps on this machine about the test's cluster, and only that:
     the local provider's state, the cached config and the SSH control sockets."""
     for suffix in ("state", "lock"):
-        path = f"/tmp/ray/cluster-{name}.{suffix}"
+        # The local provider keeps them in Ray's temp folder: RAY_TMPDIR (conftest sets it) or /tmp.
+        path = os.path.join(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", f"cluster-{name}.{suffix}")
         if os.path.exists(path):
             os.remove(path)
     for path in glob.glob(os.path.join(tempfile.gettempdir(), "ray-config-*")):
