@@ -257,10 +257,11 @@ def resume_experiment(path: str, resources: dict[str, float], command: Sequence[
     """Continue an interrupted experiment through Ray's own `Tuner.restore`."""
     from study.tuner import restore_tuner
 
-    banner(spec, path, resources, resumed=True)
     set_state_save_period(spec.num_trials())
+    tuner = restore_tuner(path, resources, spec)  # before anything is written: it may refuse
+    banner(spec, path, resources, resumed=True)
     write_environment(path, command, resumed=True)
-    return fit(restore_tuner(path, resources, spec), path)
+    return fit(tuner, path)
 
 
 # Set by the user before `study` started, it wins over state_save_period.

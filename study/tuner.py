@@ -14,12 +14,12 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study.asha import ResumableASHA
 from study.entry import train_trial
+from study.errors import StudyError, reason
 from study.progress import EtaCallback
 from study.schema import META_KEY, VARIANT_KEY
 from study.space import Domain, StudySpec
 from study.state_backup import StateBackup
 from study.storage import basename, is_uri, join, parent, read_bytes
-from study.warm import WarmTables
 
 
 def to_tune_domain(domain: Domain) -> Any:
@@ -244,7 +244,6 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
             callbacks=[
                 StateBackup(experiment_path),
                 EtaCallback(spec.num_trials(), spec.max_epochs()),
-                WarmTables(spec.num_trials()),
                 *result_loggers(spec.tensorboard),
             ],
         ),
@@ -258,4 +257,10 @@ def restore_tuner(experiment_path: str, resources: dict[str, float], spec: Study
     auto_loggers(not saved_loggers(experiment_path))
     quiet_tune_noise()
     trainable = make_trainable(resources, experiment_path, spec.keep_checkpoints, spec.stop_epochs())
-    return tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
+    try:
+        return tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
+    except (ModuleNotFoundError, AttributeError) as exc:  # tuner.pkl names code this version lacks
+        raise StudyError(
+            f"{experiment_path}: Tune's saved state (tuner.pkl) names code that this version of study does not "
+            f"have ({reason(exc)}); resume it with the version that made it (environment.json names it)"
+        ) from None

@@ -223,34 +223,50 @@ def test_eta_callback_counts_shrinks_plan_and_survives_restore():
     assert restored.done == 4 and "ETA <= 10s" in restored.line(restored.start + 10)
 
 
-def test_the_tables_imports_start_once_when_a_slot_stays_idle():
+def test_an_old_studys_pickled_warm_tables_callback_still_loads_and_does_nothing():
+    """Studies made from fb3d2c7 to 878c88c pickled a `WarmTables` callback (with a reference to
+    `import_tables`) into tuner.pkl; a resume unpickles it. It must load, and start no thread."""
     import pickle
     import threading
     from types import SimpleNamespace
 
     from ray.tune.experiment import Trial
 
-    from study.warm import WarmTables
+    from study import warm
 
-    calls = []
-    warm = WarmTables(planned_trials=3, warm=lambda: calls.append(threading.current_thread().name))
-    trial = lambda status: SimpleNamespace(status=status)  # noqa: E731
-    done, running, pending = trial(Trial.TERMINATED), trial(Trial.RUNNING), trial(Trial.PENDING)
-    warm.on_trial_complete(0, [done, running], done)  # the searcher has not made the 3rd trial yet
-    warm.on_trial_complete(0, [done, running, pending], done)  # a trial will take the freed slot
-    assert not warm.started
-    warm.on_trial_complete(0, [done, running, running], done)  # nothing left to start: the tail
-    warm.on_trial_complete(0, [done, done, running], done)
-    for thread in threading.enumerate():
-        if thread.name == "warm-tables":
-            thread.join(timeout=60)
-    assert calls == ["warm-tables"]  # once, in its own thread
-    saved = WarmTables(planned_trials=3)  # as Tune pickles it, with the default imports
-    saved.started = True
-    assert pickle.loads(pickle.dumps(saved)).started is False  # a restored run warms up again
+    # Pickled as the old class was: the class by name, its fields, the function by name.
+    fields = {"planned": 3, "warm": warm.import_tables, "started": True}
+    old = warm.WarmTables()
+    old.__dict__.update(fields)
+    restored = pickle.loads(pickle.dumps(old))
+    assert vars(restored) == fields
+    before = threading.active_count()
+    done = SimpleNamespace(status=Trial.TERMINATED)
+    restored.on_trial_complete(0, [done, done, done], done)  # Tune's base Callback: nothing
+    assert threading.active_count() == before
 
-    failing = WarmTables(planned_trials=1, warm=lambda: 1 / 0)
-    failing.run()  # a failed import is left to the tables, in the main thread
+
+def test_resuming_state_that_names_code_this_version_lacks_is_one_line_and_writes_nothing(
+    ray_session, write_yaml, tmp_path, monkeypatch
+):
+    """A tuner.pkl made by another version of study may name a module or class this one lacks:
+    a one-line error that says so, before the banner or environment.json's resume record."""
+    from ray import tune
+
+    from study import run
+    from study.errors import StudyError
+    from study.space import load_spec
+
+    def restore(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'study.gone'", name="study.gone")
+
+    monkeypatch.setattr(tune.Tuner, "restore", restore)
+    spec = load_spec(write_yaml(QUICK))
+    experiment = tmp_path / "experiment"
+    experiment.mkdir()
+    with pytest.raises(StudyError, match=r"tuner.pkl\) names code .*No module named 'study.gone'.*environment.json"):
+        run.resume_experiment(str(experiment), {"cpu": 1.0, "gpu": 0.0}, ["study", "resume"], spec)
+    assert list(experiment.iterdir()) == []
 
 
 REUSE_SPACE = """
