@@ -101,7 +101,7 @@ def summarize_experiments(
         "best_trials": tables.best_trials(frame),
     }
     titles = {
-        "per_variant": "1. Per variant (mean ± std over its trials: its seeds, or a search's samples; [95% CI])",
+        "per_variant": "1. Per variant (mean ± std over its trials: its seeds, or a search's samples, the repeats of one configuration counted once; [95% CI])",
         "effects": "2. Ablation effects on test_acc at the last epoch both sides reached "
         "(Welch t-test over seeds; Holm-adjusted over each experiment's variants)",
         "against_report": "3. Against the report",

@@ -49,18 +49,34 @@ def trial_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def measurements(trials: pd.DataFrame, values: pd.Series) -> pd.Series:
+    """`values` (indexed like `trials`) with the repeats of one configuration averaged into one.
+
+    Trials with the same configuration, seed included (num_samples over a space that samples
+    nothing, say), are one measurement taken again, not more seeds: counted apart, they would
+    narrow the error bars without new evidence. The mean, CI and t-tests count each once.
+    """
+    columns = sorted(c for c in trials.columns if c.startswith("config_"))
+    if not columns:
+        return values
+    key = trials[columns].apply(lambda column: column.map(str)).agg("\x1f".join, axis=1)  # NaN as "nan"
+    return values.groupby(key.reindex(values.index), sort=False).mean()
+
+
 def per_variant(frame: pd.DataFrame) -> pd.DataFrame:
-    """Table 1: each variant across its seeds."""
+    """Table 1: each variant across its seeds (or a search's samples); `n` counts configurations."""
     rows = []
     for (experiment, variant), trials_of_variant in trial_summary(frame).groupby(["experiment", "variant"], sort=False):
-        final = mean_ci(trials_of_variant["final_test_acc"])
-        best = mean_ci(trials_of_variant["best_test_acc"])
+        finals = measurements(trials_of_variant, trials_of_variant["final_test_acc"])
+        final = mean_ci(finals)
+        best = mean_ci(measurements(trials_of_variant, trials_of_variant["best_test_acc"]))
         rows.append(
             {
                 "experiment": experiment,
                 "variant": variant,
                 "trials": len(trials_of_variant),
                 "seeds": trials_of_variant["config_seed"].nunique(),
+                "n": len(finals),
                 "final_test_acc": final[0],
                 "final_std": final[1],
                 "final_ci_low": final[2],
@@ -103,8 +119,8 @@ def effects(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                 continue
             epoch = int(min(variant_trials["epochs_run"].min(), base_trials["epochs_run"].min()))
             at = epoch_rows[epoch_rows["epoch"] == epoch].set_index("trial_id")["test_acc"]
-            values = at.reindex(variant_trials["trial_id"]).dropna()
-            base = at.reindex(base_trials["trial_id"]).dropna()
+            values = at_trials(at, variant_trials)
+            base = at_trials(at, base_trials)
             diff = values.mean() - base.mean() if len(values) and len(base) else math.nan
             if len(values) < 2 or len(base) < 2:
                 p_value, verdict = math.nan, f"too few seeds to tell ({len(values)} vs {len(base)}; need >= 2 each)"
@@ -134,6 +150,12 @@ def effects(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     return holm_verdicts(table, alpha)
 
 
+def at_trials(per_trial: pd.Series, trials: pd.DataFrame) -> pd.Series:
+    """A per-trial_id value for each of `trials` that has one, repeats of a configuration as one."""
+    values = pd.Series(per_trial.reindex(trials["trial_id"]).to_numpy(), index=trials.index)
+    return measurements(trials, values.dropna())
+
+
 def holm(p_values: pd.Series) -> pd.Series:
     """Holm's step-down adjustment: controls the chance of any false "better/worse" in a family."""
     p = p_values.dropna().sort_values()
@@ -158,11 +180,11 @@ def holm_verdicts(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
 
 
 def measured_values(trials: pd.DataFrame, frame: pd.DataFrame, metric: str, epoch: float) -> pd.Series:
-    """Per-trial values of a reference metric: at `epoch`, or the peak over epochs."""
+    """Values of a reference metric, one per configuration: at `epoch`, or the peak over epochs."""
     if metric == "peak_test_acc":
-        return frame.groupby("trial_id")["test_acc"].max().reindex(trials["trial_id"]).dropna()
+        return at_trials(frame.groupby("trial_id")["test_acc"].max(), trials)
     at = frame[frame["epoch"] == int(epoch)]
-    return at.set_index("trial_id")[metric].reindex(trials["trial_id"]).dropna()
+    return at_trials(at.set_index("trial_id")[metric], trials)
 
 
 def not_comparable(trials: pd.DataFrame, ref: Any) -> str:
@@ -266,8 +288,12 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for experiment, trials_of_experiment in trials.groupby("experiment", sort=False):
         epoch_rows = frame[frame["experiment"] == experiment]
-        planned = int(np.minimum(trials_of_experiment["config_epochs"], trials_of_experiment["max_t"]).sum())
-        spent = int(trials_of_experiment["epochs_run"].sum())
+        planned_each = np.minimum(trials_of_experiment["config_epochs"], trials_of_experiment["max_t"])
+        planned, spent = int(planned_each.sum()), int(trials_of_experiment["epochs_run"].sum())
+        # Saved: the epochs ASHA stopped trials before. A trial still running (an analysis during
+        # the run, or of a stopped run) has saved nothing yet; a failed or diverged one, not by ASHA.
+        stopped = trials_of_experiment["stopped_early"]
+        saved = int((planned_each - trials_of_experiment["epochs_run"])[stopped].sum())
         rows.append(
             {
                 "experiment": experiment,
@@ -275,8 +301,8 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
                 "nodes": nodes_used(epoch_rows),
                 "trial_epochs": spent,
                 "planned_epochs": planned,
-                "asha_saved_epochs": planned - spent,
-                "saved_share": (planned - spent) / planned if planned else math.nan,
+                "asha_saved_epochs": saved,
+                "saved_share": saved / planned if planned else math.nan,
                 "stopped_early": int(trials_of_experiment["stopped_early"].sum()),
                 "diverged": int(trials_of_experiment["diverged"].sum()),
                 "wall_time_s": wall_time(epoch_rows),

@@ -150,21 +150,26 @@ OVERRIDES = (
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from study.run import checkpoint_disk, expand_spaces
+    from study.run import check_distinct_names, checkpoint_disk, expand_spaces
     from study.space import load_spec
 
     overrides = {k: getattr(args, k) for k in OVERRIDES}
-    for path in expand_spaces(args.spaces):
-        spec = load_spec(path, overrides)
+    specs = [load_spec(path, overrides) for path in expand_spaces(args.spaces)]
+    check_distinct_names(specs)  # as `study run` checks them together
+    for spec in specs:
+        path = spec.source
         largest_mb, total_gb = checkpoint_disk(spec)
         scheduler = spec.scheduler.type
         if scheduler == "asha":
             scheduler += f" grace_period {min(spec.scheduler.grace_period, spec.max_epochs())}"
+        trials, epochs = spec.num_trials(), spec.max_epochs()
         print(
-            f"{path}: ok ({spec.num_trials()} trials x up to {spec.max_epochs()} epochs, "
+            f"{path}: ok ({trials} trial{'s' * (trials != 1)} x up to {epochs} epoch{'s' * (epochs != 1)}, "
             f"{spec.search.type} search, {scheduler}); checkpoints up to {largest_mb:,.0f} MB each, "
-            f"at most {total_gb:,.1f} GB on disk ({spec.num_trials()} trials x {spec.keep_checkpoints} kept)"
+            f"at most {total_gb:,.1f} GB on disk ({trials} trial{'s' * (trials != 1)} x {spec.keep_checkpoints} kept)"
         )
+        if spec.repeats_note():
+            print(f"{path}: {spec.repeats_note()}")
         if any(c.model == "resnet18" and c.pretrained for c in spec.trial_configs()):
             from study.models.resnet import weights_path
 

@@ -60,6 +60,20 @@ def expand_spaces(paths: Sequence[str]) -> list[str]:
     return files
 
 
+def check_distinct_names(specs: Sequence[StudySpec]) -> None:
+    """Experiments run together write one folder each, named by the file's `name`."""
+    seen: dict[str, str] = {}
+    for spec in specs:
+        if spec.name in seen:
+            if os.path.realpath(seen[spec.name]) == os.path.realpath(spec.source):
+                raise StudyError(f"{spec.source}: given twice; each file runs once")
+            raise StudyError(
+                f"{spec.source}: name: {spec.name!r} is also the name of {seen[spec.name]}; "
+                "experiments run together need different names"
+            )
+        seen[spec.name] = spec.source
+
+
 def plan_runs(
     spaces: Sequence[str],
     overrides: Mapping[str, Any],
@@ -74,14 +88,7 @@ def plan_runs(
     specs = [load_spec(p, overrides) for p in expand_spaces(spaces)]
     if name and len(specs) > 1:
         raise StudyError("--name: names one experiment folder, but several files were given")
-    seen: dict[str, str] = {}
-    for spec in specs:
-        if spec.name in seen:
-            raise StudyError(
-                f"{spec.source}: name: {spec.name!r} is also the name of {seen[spec.name]}; "
-                "experiments run together need different names"
-            )
-        seen[spec.name] = spec.source
+    check_distinct_names(specs)
     root = storage.normalize(storage_path)
     storage.check_writable(root)
     plans = []
@@ -231,12 +238,16 @@ def write_environment(experiment_path: str, command: Sequence[str], resumed: boo
 
 def connect_and_size(plans: Sequence[Plan], address: str | None, autoscale: bool) -> list[dict[str, float]]:
     """Start or join Ray, then check that one trial of every plan fits a node (before any runs)."""
-    from study.cluster import check_local_cpus, connect, resolve_resources
+    from study.cluster import check_local_cpus, connect, release, resolve_resources
 
     for plan in plans:
         check_local_cpus(plan.spec, address, autoscale)
     connect(address)
-    return [resolve_resources(plan.spec, autoscale) for plan in plans]
+    try:
+        return [resolve_resources(plan.spec, autoscale) for plan in plans]
+    except StudyError:
+        release()  # the local Ray started for this run, stopped before the error's one line
+        raise
 
 
 def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[str]) -> Outcome:
@@ -293,6 +304,9 @@ def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: boo
         f"{epochs} epoch{'s' * (epochs != 1)}, {resources['cpu']:g} CPU + {resources['gpu']:g} GPU each -> {path}",
         flush=True,
     )
+    note = spec.repeats_note()
+    if note and not resumed:
+        print(f"[study] {note}", flush=True)
 
 
 def fit(tuner: Any, path: str) -> Outcome:

@@ -123,6 +123,20 @@ class StudySpec:
         rungs = int(np.log(max_t / grace) / np.log(rf) + 1)
         return tuple(sorted(grace * rf**k for k in range(rungs)))
 
+    def sampled(self) -> list[str]:
+        """The fields a search samples (choice, uniform, loguniform, randint): not grids, not fixed."""
+        return [k for k, v in self.space.items() if isinstance(v, Domain) and v.kind != "grid"]
+
+    def repeats_note(self) -> str | None:
+        """What num_samples > 1 means when nothing is sampled: the same trials again, seed and all."""
+        if self.num_samples < 2 or self.sampled():
+            return None
+        return (
+            f"note: nothing in the space is sampled, so num_samples {self.num_samples} trains each configuration "
+            f"{self.num_samples} times with the same seed; the tables count those repeats once "
+            "(for more seeds: seed: {grid: [0, 1, 2]})"
+        )
+
     def num_trials(self) -> int:
         """Trials Tune will create: grid points x variants x num_samples (optuna: num_samples)."""
         grid = 1
@@ -331,6 +345,12 @@ def parse_domain(key: str, value: Any, source: str) -> Any:
     if kind in ("grid", "choice"):
         for v in args:
             TrialConfig.from_dict({key: v}, source, label=label)
+        repeated = [v for i, v in enumerate(args) if v in args[:i]]
+        if kind == "grid" and repeated:  # the same trials twice, counted as if they were more
+            raise StudyError(
+                f"{where(source, label)}{repeated[0]!r} is listed twice; each value is one set of trials, "
+                "so a repeat would train the same trials again"
+            )
         return Domain(kind, tuple(args))
     field_type = dataclasses.fields(TrialConfig)[TrialConfig.field_names().index(key)].type
     wanted = "int" if kind == "randint" else "float"
@@ -390,6 +410,11 @@ def check_spec(spec: StudySpec) -> None:
                 )
         if spec.variants:
             raise StudyError(f"{where(src, 'variants')}optuna cannot search named variants; use space fields")
+        if not spec.sampled():
+            raise StudyError(
+                f"{where(src, 'search.type')}optuna has nothing to search: no field in space is sampled "
+                f"({', '.join(d for d in DOMAINS if d != 'grid')})"
+            )
     gpu = spec.resources.gpu
     if gpu is not None and gpu > 1 and gpu != int(gpu):
         raise StudyError(

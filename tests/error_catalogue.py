@@ -113,6 +113,15 @@ def two_files_one_name(folder: str) -> list[str]:
     return ["run", a, b, "--storage-path", os.path.join(folder, "results")]
 
 
+def one_file_twice(folder: str) -> list[str]:
+    path = write(folder, "a.yaml", TINY)
+    return ["run", path, path, "--storage-path", os.path.join(folder, "results")]
+
+
+def validate_two_files_one_name(folder: str) -> list[str]:
+    return ["validate", write(folder, "a.yaml", TINY), write(folder, "b.yaml", TINY)]
+
+
 CASES = [
     Case("YAML syntax error", "line 2: YAML syntax error", run_file("name: x\nspace: {lr: 0.1]\n")),
     Case("unknown top-level key", "nmae: unknown key; expected one of: name,", run_file("nmae: x\n")),
@@ -192,6 +201,23 @@ CASES = [
         run_file(TINY, "--name", "../../outside"),
     ),
     Case("two files with one name", "name: 'tiny' is also the name of", two_files_one_name),
+    Case("validate: two files with one name", "name: 'tiny' is also the name of", validate_two_files_one_name),
+    Case("one file given twice", "a.yaml: given twice; each file runs once", one_file_twice),
+    Case(
+        "a value listed twice in a grid",
+        "space.seed.grid: 0 is listed twice; each value is one set of trials",
+        run_file(tiny_with("seed: {grid: [0, 0, 1]}")),
+    ),
+    Case(
+        "an optuna search with nothing sampled",
+        "search.type: optuna has nothing to search: no field in space is sampled",
+        run_file(TINY + "search: {type: optuna}\n"),
+    ),
+    Case(
+        "device cuda on a machine without a GPU",
+        "space.device: 'cuda' needs a GPU in each trial, but trials ask for 0 GPUs",
+        run_file(TINY, "--set", "device=cuda"),
+    ),
     Case("resume: a missing folder", "no such experiment folder", resume_of("missing")),
     Case("resume: not a study folder", "not a study experiment folder (no study.yaml)", resume_of("plain")),
     Case("resume: only study.yaml", "no Tune experiment state in it", resume_of("spec only")),

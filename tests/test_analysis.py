@@ -75,6 +75,38 @@ def test_per_variant_counts_means_and_early_stops():
     assert t.loc["a", "train_test_gap"] == pytest.approx(0.1)  # from the eval-mode train accuracy
 
 
+def test_repeats_of_one_configuration_count_once_in_means_cis_and_tests():
+    """num_samples 2 over `seed: {grid: [0, 1]}` trains each seed twice, to identical results:
+    two measurements, not four. Counted as four, the CI and the t-test would claim more than
+    the data holds."""
+    repeated = tidy(
+        [
+            ("a", 0, [0.1, 0.2, 0.30]),
+            ("a", 1, [0.1, 0.2, 0.36]),
+            ("a", 0, [0.1, 0.2, 0.30]),
+            ("a", 1, [0.1, 0.2, 0.36]),
+            ("b", 0, [0.2, 0.4, 0.40]),
+            ("b", 1, [0.2, 0.4, 0.44]),
+            ("b", 0, [0.2, 0.4, 0.40]),
+            ("b", 1, [0.2, 0.4, 0.44]),
+        ]
+    )
+    once = repeated[repeated["trial_id"].isin(["t0", "t1", "t4", "t5"])]
+    t = per_variant(repeated).set_index("variant")
+    assert t.loc["a", "trials"] == 4 and t.loc["a", "seeds"] == 2 and t.loc["a", "n"] == 2
+    expected = per_variant(once).set_index("variant")
+    for column in ("final_test_acc", "final_std", "final_ci_low", "final_ci_high", "best_ci_low"):
+        assert t.loc["a", column] == pytest.approx(expected.loc["a", column]), column
+    assert t.loc["a", "final_ci_low"] == pytest.approx(mean_ci([0.30, 0.36])[2])
+    e, e_once = effects(repeated).iloc[0], effects(once).iloc[0]
+    assert (e["n"], e["n_baseline"]) == (2, 2)
+    assert e["p_value"] == pytest.approx(e_once["p_value"])
+    # A different configuration with the same seed is another measurement: a search's samples.
+    searched = repeated.copy()
+    searched.loc[searched["trial_id"].isin(["t2", "t3"]), "config_channels"] = 64
+    assert per_variant(searched).set_index("variant").loc["a", "n"] == 4
+
+
 def test_effects_use_welch_over_seeds_at_a_common_epoch():
     e = effects(FRAME).set_index("variant")
     # b/2 stopped at epoch 2, so both sides are read at epoch 2: a = 0.2 x3, b = 0.4 x3.
@@ -139,6 +171,10 @@ def test_compute_counts_what_asha_saved():
     assert c["trials"] == 6 and c["planned_epochs"] == 18 and c["trial_epochs"] == 17
     assert c["asha_saved_epochs"] == 1 and c["stopped_early"] == 1
     assert c["wall_time_s"] == 1000 + 10 * 5 + 2 * 2 - 1000  # first trial's start to the last result
+    # Analysed while b/2 still runs (or after a stop): its remaining epoch is not saved yet.
+    running = FRAME.assign(status=FRAME["status"].where(FRAME["trial_id"] != "t5", "RUNNING"))
+    c = compute(running).iloc[0]
+    assert c["asha_saved_epochs"] == 0 and c["saved_share"] == 0 and c["planned_epochs"] == 18
 
 
 def test_compute_wall_time_leaves_out_the_pause_before_a_resume():

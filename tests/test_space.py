@@ -218,3 +218,20 @@ def test_parameter_counts_in_comments_are_true():
                 assert round(sum(p.numel() for p in model.parameters()) / 1e6) == int(claim.group(2)), line
                 checked += 1
     assert checked >= 1
+
+
+def test_repeats_of_an_unsampled_space_are_named_where_they_are_asked_for(run_cli, write_yaml):
+    """num_samples 2 over a space that samples nothing trains each configuration twice, seed and
+    all: `study validate` says so (and that the tables count them once); a search does not."""
+    repeats = write_yaml("dataset: digits\nnum_samples: 2\nspace: {seed: {grid: [0, 1]}}\n", "repeats.yaml")
+    code, out, err = run_cli("validate", repeats)
+    assert code == 0, err
+    assert "ok (4 trials x up to 20 epochs" in out
+    assert (
+        "num_samples 2 trains each configuration 2 times with the same seed; the tables count those repeats once" in out
+    )
+    search = write_yaml(
+        "dataset: digits\nnum_samples: 2\nsearch: {type: random}\nspace: {lr: {loguniform: [0.001, 0.1]}}\n", "s.yaml"
+    )
+    code, out, err = run_cli("validate", search)
+    assert code == 0 and "ok (2 trials" in out and "note" not in out, out + err
