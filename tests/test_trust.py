@@ -136,7 +136,9 @@ def test_two_files_with_one_name_are_refused(run_cli, write_yaml, tmp_path):
     assert_bad_input(
         run_cli("run", a, b, "--storage-path", str(tmp_path / "r")), "b.yaml: name: 'tiny' is also the name of"
     )
-    assert_bad_input(run_cli("run", a, a, "--storage-path", str(tmp_path / "r")), "is also the name of")
+    assert_bad_input(
+        run_cli("run", a, a, "--storage-path", str(tmp_path / "r")), "a.yaml: given twice; each file runs once"
+    )
     assert not (tmp_path / "r").exists()
 
 
