@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -81,18 +83,20 @@ def test_resnet18_upsamples_to_input_size():
     assert seen[0][-1] == 64
 
 
-def test_pretrained_weights_offline_is_one_clear_line(monkeypatch, tmp_path):
+def test_pretrained_weights_offline_is_one_clear_line(monkeypatch, tmp_path, capsys):
     import torchvision.models._api as api
 
     from tests.conftest import UNREACHABLE
 
     real = api.load_state_dict_from_url
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # nothing cached here
     monkeypatch.setattr(
         api, "load_state_dict_from_url", lambda url, *a, **k: real(f"{UNREACHABLE}/{url.rsplit('/', 1)[-1]}", *a, **k)
     )
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # nothing cached, not even its folders
     with pytest.raises(StudyError) as err:
         build("resnet18", 10, pretrained=True)
     message = str(err.value)
     assert "\n" not in message
     assert str(tmp_path) in message and "resnet18-f37072fd.pth" in message and "pretrained: false" in message
+    assert "Downloading" not in capsys.readouterr().out  # torch.hub's line, though nothing came
+    assert os.listdir(tmp_path) == []  # torch.hub made TORCH_HOME/hub/checkpoints; all gone again

@@ -25,12 +25,38 @@ def weights_path() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(imagenet_weights().url))
 
 
+def missing_folders(path: str) -> list[str]:
+    """`path` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while path and not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
 def pretrained_state_dict() -> dict[str, torch.Tensor]:
-    """Load the ImageNet weights through torchvision's API; offline and uncached is a StudyError."""
+    """Load the ImageNet weights through torchvision's API; offline and uncached is a StudyError.
+
+    torch.hub prints "Downloading: URL to PATH" on stdout, progress bar or not, even when the
+    download then fails; a download that worked gets our own line on stderr instead. A failed one
+    leaves no empty cache folders behind.
+    """
+    import contextlib
+    import sys
+
     weights = imagenet_weights()
+    made = missing_folders(os.path.dirname(weights_path()))
     try:
-        return weights.get_state_dict(progress=False, check_hash=True)
+        if os.path.isfile(weights_path()):  # cached (every trial's case): torch.hub prints nothing
+            return weights.get_state_dict(progress=False, check_hash=True)
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            state = weights.get_state_dict(progress=False, check_hash=True)
+        print(f"[study] downloaded resnet18's ImageNet weights to {weights_path()}", file=sys.stderr, flush=True)
+        return state
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
+        for folder in made:  # deepest first; one not empty (another process's download) stays
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
         raise StudyError(
             f"resnet18 pretrained=true: ImageNet weights are not cached and could not be "
             f"downloaded ({reason(exc)}); download {weights.url} and save it as {weights_path()} "
