@@ -149,6 +149,19 @@ OVERRIDES = (
 )
 
 
+def search_kind(spec) -> str:
+    """What the trials' configurations come from. Tune's variant generator serves both `grid` and
+    `random`: it takes every grid value and samples the other domains, num_samples times."""
+    if spec.search.type == "optuna":
+        return "optuna search"
+    if spec.sampled():
+        grid = any(getattr(v, "kind", None) == "grid" for v in spec.space.values())
+        return f"random search, {spec.num_samples} sample{'s' * (spec.num_samples != 1)}" + (
+            " per grid point" if grid else ""
+        )
+    return "grid search"
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from study.run import check_distinct_names, checkpoint_disk, expand_spaces
     from study.space import load_spec
@@ -165,7 +178,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         trials, epochs = spec.num_trials(), spec.max_epochs()
         print(
             f"{path}: ok ({trials} trial{'s' * (trials != 1)} x up to {epochs} epoch{'s' * (epochs != 1)}, "
-            f"{spec.search.type} search, {scheduler}); checkpoints up to {largest_mb:,.0f} MB each, "
+            f"{search_kind(spec)}, {scheduler}); checkpoints up to {largest_mb:,.0f} MB each, "
             f"at most {total_gb:,.1f} GB on disk ({trials} trial{'s' * (trials != 1)} x {spec.keep_checkpoints} kept)"
         )
         if spec.repeats_note():

@@ -423,3 +423,11 @@ def check_spec(spec: StudySpec) -> None:
     if spec.num_trials() > MAX_TRIALS:
         raise StudyError(f"{where(src, 'space')}{spec.num_trials()} trials; at most {MAX_TRIALS} in one study")
     spec.trial_configs()  # every combination builds a valid TrialConfig
+    sizes = getattr(DATASETS.get(spec.dataset), "split_sizes", None)
+    for config in spec.trial_configs("high") if sizes else ():
+        for key, asked, size in zip(("num_train", "num_test"), (config.num_train, config.num_test), sizes, strict=True):
+            if asked > size:
+                raise StudyError(
+                    f"{where(src, f'space.{key}')}{asked} is more than the {size} images of the {spec.dataset} "
+                    f"{key[4:]} split; use at most {size} (0 = all)"
+                )

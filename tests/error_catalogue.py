@@ -209,6 +209,11 @@ CASES = [
         run_file(tiny_with("seed: {grid: [0, 0, 1]}")),
     ),
     Case(
+        "num_train above the dataset's split",
+        "space.num_train: 5000 is more than the 1347 images of the digits train split",
+        run_file(TINY.replace("synthetic", "digits").replace("num_train: 128", "num_train: 5000")),
+    ),
+    Case(
         "an optuna search with nothing sampled",
         "search.type: optuna has nothing to search: no field in space is sampled",
         run_file(TINY + "search: {type: optuna}\n"),

@@ -226,7 +226,7 @@ def test_repeats_of_an_unsampled_space_are_named_where_they_are_asked_for(run_cl
     repeats = write_yaml("dataset: digits\nnum_samples: 2\nspace: {seed: {grid: [0, 1]}}\n", "repeats.yaml")
     code, out, err = run_cli("validate", repeats)
     assert code == 0, err
-    assert "ok (4 trials x up to 20 epochs" in out
+    assert "ok (4 trials x up to 20 epochs, grid search," in out
     assert (
         "num_samples 2 trains each configuration 2 times with the same seed; the tables count those repeats once" in out
     )
@@ -234,4 +234,6 @@ def test_repeats_of_an_unsampled_space_are_named_where_they_are_asked_for(run_cl
         "dataset: digits\nnum_samples: 2\nsearch: {type: random}\nspace: {lr: {loguniform: [0.001, 0.1]}}\n", "s.yaml"
     )
     code, out, err = run_cli("validate", search)
-    assert code == 0 and "ok (2 trials" in out and "note" not in out, out + err
+    assert code == 0 and "ok (2 trials x up to 20 epochs, random search, 2 samples," in out and "note" not in out, (
+        out + err
+    )

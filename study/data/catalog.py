@@ -32,6 +32,17 @@ def is_cached(name: str, data_dir: str, num_train: int = 0, num_test: int = 0) -
     return path is not None and os.path.isfile(path)
 
 
+def split_sizes(train: int, test: int) -> Callable[[Loader], Loader]:
+    """Mark a dataset of fixed size: `num_train`/`num_test` above it are refused before any run
+    (a subset asks for at most what there is; more would train on less than the config says)."""
+
+    def mark(loader: Loader) -> Loader:
+        loader.split_sizes = (train, test)
+        return loader
+
+    return mark
+
+
 def cifar_source(name: str) -> Callable[..., str | None]:
     """CIFAR's extracted batch files (the folder names are torchvision's `base_folder`)."""
     folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
@@ -39,6 +50,7 @@ def cifar_source(name: str) -> Callable[..., str | None]:
 
 
 @DATASETS.register("cifar100")
+@split_sizes(50_000, 10_000)
 @source_key(cifar_source("cifar100"))
 def cifar100(*, data_dir: str, **_: int) -> ImageData:
     """CIFAR-100 (50k/10k, 100 classes) via torchvision, downloaded once to --data-dir."""
@@ -48,6 +60,7 @@ def cifar100(*, data_dir: str, **_: int) -> ImageData:
 
 
 @DATASETS.register("cifar10")
+@split_sizes(50_000, 10_000)
 @source_key(cifar_source("cifar10"))
 def cifar10(*, data_dir: str, **_: int) -> ImageData:
     """CIFAR-10 (50k/10k, 10 classes) via torchvision, downloaded once to --data-dir."""
@@ -57,6 +70,7 @@ def cifar10(*, data_dir: str, **_: int) -> ImageData:
 
 
 @DATASETS.register("digits")
+@split_sizes(1347, 450)  # the fixed stratified 75/25 split of 1797 images (datasets.load_digits)
 @source_key(lambda **_: f"scikit-learn {version('scikit-learn')}, digits/1")
 def digits(**_: object) -> ImageData:
     """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), upsampled to 32x32 RGB; offline."""
