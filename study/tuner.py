@@ -147,8 +147,12 @@ def progress_reporter(spec: StudySpec) -> tune.CLIReporter:
     """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     parameters = {f"{VARIANT_KEY}/name": "variant"} if spec.variants else {}
-    # Only keys every trial's config has: the reporter fails on a missing one.
-    parameters.update({k: k for k, v in spec.space.items() if k == "seed" or is_sampled(v)})
+    # Only keys every trial's config has: the reporter fails on a missing one. What varies: the
+    # grid and sampled fields, and the seed. With none, the dataset: given no columns, Ray shows
+    # the whole config, the study's metadata included.
+    parameters.update({k: k for k, v in spec.space.items() if k == "seed" or isinstance(v, Domain)})
+    if not parameters:
+        parameters = {"dataset": "dataset"}
     return tune.CLIReporter(
         parameter_columns=parameters,
         metric_columns={"epoch": "epoch", "train_loss": "train_loss", spec.metric: spec.metric},

@@ -375,3 +375,18 @@ def test_a_resumed_study_keeps_ashas_rungs(ray_session, run_cli, write_yaml, tmp
     assert code == 0, err
     final = out.split("Number of trials: 4/4 (4 TERMINATED)")[0].rsplit("Bracket:", 1)[-1]
     assert "Iter 1.000: None" not in final and "Iter 1.000: " in final  # Ray's own ASHA starts empty
+
+
+def test_the_status_table_shows_what_varies_and_never_the_whole_config(write_yaml):
+    """Ray's reporter shows every config key (the study's metadata dict too) when given none."""
+    from study.tuner import progress_reporter
+
+    def columns(text: str) -> dict:
+        return progress_reporter(load_spec(write_yaml(text)))._parameter_columns
+
+    assert columns("space: {epochs: 1}\n") == {"dataset": "dataset"}
+    assert columns("space: {channels: {grid: [8, 16]}, lr: {choice: [0.1, 0.01]}, epochs: 1}\n") == {
+        "channels": "channels",
+        "lr": "lr",
+    }
+    assert columns("variants: {a: {channels: 8}}\nspace: {seed: 0}\n") == {"variant/name": "variant", "seed": "seed"}
