@@ -225,6 +225,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise StudyError(f"{args.experiment}: no such experiment folder")
     spec = run.read_spec(path)
     run.check_resumable(path, args.trust)
+    if run.all_finished(path, spec):  # no Ray, no resume record: the tables, as `study analyze`
+        print(f"[study] every trial of {path} had finished; nothing to resume. Its tables:", file=sys.stderr)
+        return EXIT_TRIALS_FAILED if print_outcome(run.Outcome(path, 0, None)) else EXIT_OK
     prepare_inputs(spec)
     (resources,) = run.connect_and_size([run.Plan(spec, storage.parent(path), path)], args.address, args.autoscale)
     outcome = run.resume_experiment(path, resources, args.command_line, spec)

@@ -46,6 +46,18 @@ class Outcome:
     at_once: bool = False  # a second signal stopped it at once, without Tune's final save
 
 
+def all_finished(path: str, spec: StudySpec) -> bool:
+    """Whether Tune's saved state has every planned trial TERMINATED (read as plain JSON): then a
+    resume has nothing to run. A failed trial is not finished: a resume retries it."""
+    from study.experiment_state import STATE_GLOB, trial_states
+
+    if storage.is_uri(path):
+        return False  # a resume decides, as before
+    states = sorted(glob.glob(os.path.join(path, STATE_GLOB)))
+    known = trial_states(states[-1]) if states else {}
+    return len(known) == spec.num_trials() and all(t["status"] == "TERMINATED" for t in known.values())
+
+
 def expand_spaces(paths: Sequence[str]) -> list[str]:
     """Files as given; a folder stands for every .yaml in it, sorted."""
     files: list[str] = []

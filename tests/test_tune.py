@@ -173,6 +173,12 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
         per_variant.loc["cnn", "final_test_acc"] - per_variant.loc["mlp", "final_test_acc"]
     )
 
+    # Resuming it finds nothing left to run: its tables, no Ray run, no resume record.
+    environment = (exp / "environment.json").read_bytes()
+    code, out, err = run_cli("resume", str(exp))
+    assert code == 0 and "had finished; nothing to resume" in err and "## 1. Per variant" in out, err
+    assert (exp / "environment.json").read_bytes() == environment and "Current time" not in out
+
     # The same experiment through a URI that pyarrow understands (s3:// works the same way).
     code, out, err = run_cli("analyze", f"file://{exp}", "--out", str(tmp_path / "from_uri"))
     assert code == 0, err
