@@ -353,10 +353,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"study: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the trials started
-        print(
-            "study: interrupted; an experiment that had started continues with `study resume EXPERIMENT_DIR`",
-            file=sys.stderr,
-        )
+        made = sys.modules["study.run"].experiments_made if "study.run" in sys.modules else []
+        if made:
+            print(f"study: interrupted; continue with `study resume {made[-1]}`", file=sys.stderr)
+        else:
+            print("study: interrupted before any experiment folder was made", file=sys.stderr)
         return 130
 
 

@@ -46,6 +46,11 @@ class Outcome:
     at_once: bool = False  # a second signal stopped it at once, without Tune's final save
 
 
+# The experiment folders this process made, for the message of an interrupt that comes outside
+# the trials' own signal handling (before they start, or a second Ctrl-C).
+experiments_made: list[str] = []
+
+
 def all_finished(path: str, spec: StudySpec) -> bool:
     """Whether Tune's saved state has every planned trial TERMINATED (read as plain JSON): then a
     resume has nothing to run. A failed trial is not finished: a resume retries it."""
@@ -270,6 +275,7 @@ def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[st
     warn_if_local_storage(plan.storage)
     set_state_save_period(plan.spec.num_trials())
     path = storage.create_experiment_dir(plan.storage, plan.name or plan.spec.name, exact=bool(plan.name))
+    experiments_made.append(path)
     banner(plan.spec, path, resources)
     storage.write_text(storage.join(path, SPEC_FILE), plan.spec.text)
     write_environment(path, command)

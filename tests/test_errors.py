@@ -166,3 +166,19 @@ def test_long_library_messages_are_cut_at_a_sentence_or_a_word():
     one_sentence = ValueError("word " * 40)
     assert reason(one_sentence, limit=30) == "word word word word word word ..."
     assert reason(ValueError("short. and plain")) == "short. and plain" and reason(KeyError()) == "KeyError"
+
+
+def test_an_interrupt_outside_the_trials_says_what_there_is_to_resume(run_cli, write_yaml, monkeypatch):
+    """Ctrl-C before the trials start (or a second one) ends with 130 and a line that names the
+    experiment folder made, if any: nothing else to resume."""
+    from study import run, space
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(space, "load_spec", interrupted)
+    code, _, err = run_cli("validate", write_yaml(TINY))
+    assert code == 130 and err == "study: interrupted before any experiment folder was made\n"
+    monkeypatch.setattr(run, "experiments_made", ["/results/tiny-20261201-050000"])
+    code, _, err = run_cli("validate", write_yaml(TINY))
+    assert code == 130 and err == "study: interrupted; continue with `study resume /results/tiny-20261201-050000`\n"
