@@ -183,6 +183,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         )
         if spec.repeats_note():
             print(f"{path}: {spec.repeats_note()}")
+        if spec.resources.gpu is None and any(c.device == "cuda" for c in spec.trial_configs()):
+            print(
+                f"{path}: note: device cuda needs a GPU in each trial; resources.gpu is unset, so trials get one "
+                "only where the cluster has GPUs, and `study run` refuses where it has none"
+            )
         if any(c.model == "resnet18" and c.pretrained for c in spec.trial_configs()):
             from study.models.resnet import weights_path
 
@@ -200,8 +205,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in OVERRIDES}
     plans = run.plan_runs(args.spaces, overrides, args.storage_path, args.name, args.resume, args.trust)
-    resources = run.connect_and_size(plans, args.address, args.autoscale)
     failed = 0
+    finished = [plan for plan in plans if plan.path is not None and run.all_finished(plan.path, plan.spec)]
+    for plan in finished:  # --resume of a finished study: its tables, as `study resume` gives them
+        print(f"[study] every trial of {plan.path} had finished; nothing to resume. Its tables:", file=sys.stderr)
+        failed += print_outcome(run.Outcome(plan.path, 0, None))
+    plans = [plan for plan in plans if all(plan is not done for done in finished)]
+    if not plans:
+        return EXIT_TRIALS_FAILED if failed else EXIT_OK
+    resources = run.connect_and_size(plans, args.address, args.autoscale)
     for i, (plan, trial_resources) in enumerate(zip(plans, resources, strict=True)):
         if plan.path is not None:  # --resume
             outcome = run.resume_experiment(plan.path, trial_resources, args.command_line, plan.spec)

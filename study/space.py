@@ -134,7 +134,7 @@ class StudySpec:
         return (
             f"note: nothing in the space is sampled, so num_samples {self.num_samples} trains each configuration "
             f"{self.num_samples} times with the same seed; the tables count those repeats once "
-            "(for more seeds: seed: {grid: [0, 1, 2]})"
+            "(for more seeds, list them: seed: {grid: [...]})"
         )
 
     def num_trials(self) -> int:
@@ -419,6 +419,11 @@ def check_spec(spec: StudySpec) -> None:
     if gpu is not None and gpu > 1 and gpu != int(gpu):
         raise StudyError(
             f"{where(src, 'resources.gpu')}fractions are for sharing one GPU; above 1 use a whole number, got {gpu}"
+        )
+    if spec.resources.gpu == 0 and any(c.device == "cuda" for c in spec.trial_configs()):
+        raise StudyError(
+            f"{where(src, 'space.device')}'cuda' needs a GPU in each trial, but resources.gpu is 0; "
+            "use device auto or cpu, or give trials a GPU"
         )
     if spec.num_trials() > MAX_TRIALS:
         raise StudyError(f"{where(src, 'space')}{spec.num_trials()} trials; at most {MAX_TRIALS} in one study")

@@ -214,6 +214,11 @@ CASES = [
         run_file(TINY.replace("synthetic", "digits").replace("num_train: 128", "num_train: 5000")),
     ),
     Case(
+        "device cuda with resources.gpu 0",
+        "space.device: 'cuda' needs a GPU in each trial, but resources.gpu is 0",
+        run_file(TINY + "resources: {gpu: 0}\n", "--set", "device=cuda"),
+    ),
+    Case(
         "an optuna search with nothing sampled",
         "search.type: optuna has nothing to search: no field in space is sampled",
         run_file(TINY + "search: {type: optuna}\n"),

@@ -177,6 +177,7 @@ def test_an_interrupt_outside_the_trials_says_what_there_is_to_resume(run_cli, w
         raise KeyboardInterrupt
 
     monkeypatch.setattr(space, "load_spec", interrupted)
+    monkeypatch.setattr(run, "experiments_made", [])  # none made by this process (other tests run studies)
     code, _, err = run_cli("validate", write_yaml(TINY))
     assert code == 130 and err == "study: interrupted before any experiment folder was made\n"
     monkeypatch.setattr(run, "experiments_made", ["/results/tiny-20261201-050000"])

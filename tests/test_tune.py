@@ -178,6 +178,9 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     code, out, err = run_cli("resume", str(exp))
     assert code == 0 and "had finished; nothing to resume" in err and "## 1. Per variant" in out, err
     assert (exp / "environment.json").read_bytes() == environment and "Current time" not in out
+    code, out, err = run_cli("run", space, "--storage-path", str(tmp_path), "--name", "exp", "--resume")
+    assert code == 0 and "had finished; nothing to resume" in err and "## 1. Per variant" in out, err
+    assert (exp / "environment.json").read_bytes() == environment and "Current time" not in out
 
     # The same experiment through a URI that pyarrow understands (s3:// works the same way).
     code, out, err = run_cli("analyze", f"file://{exp}", "--out", str(tmp_path / "from_uri"))
@@ -374,11 +377,16 @@ space:
 """
 
 
-def test_a_resumed_study_keeps_ashas_rungs(ray_session, run_cli, write_yaml, tmp_path):
+def test_a_resumed_study_keeps_ashas_rungs(ray_session, run_cli, write_yaml, tmp_path, capsys):
+    from study import run
+
     code, out, _ = run_cli("run", write_yaml(RUNGS_SPACE), "--storage-path", str(tmp_path), "--name", "rungs")
     assert code == 0
-    code, out, err = run_cli("resume", str(tmp_path / "rungs"))  # finished: Tune adds its 4 trials back
-    assert code == 0, err
+    # Ray's restore of the finished study (which `study resume` skips): Tune adds its 4 trials back.
+    path = str(tmp_path / "rungs")
+    outcome = run.resume_experiment(path, {"cpu": 1.0, "gpu": 0.0}, ["study", "resume", path], run.read_spec(path))
+    assert outcome.failed_trials == 0 and outcome.stopped_by is None
+    out = capsys.readouterr().out
     final = out.split("Number of trials: 4/4 (4 TERMINATED)")[0].rsplit("Bracket:", 1)[-1]
     assert "Iter 1.000: None" not in final and "Iter 1.000: " in final  # Ray's own ASHA starts empty
 
