@@ -183,7 +183,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         )
         if spec.repeats_note():
             print(f"{path}: {spec.repeats_note()}")
-        if spec.resources.gpu is None and any(c.device == "cuda" for c in spec.trial_configs()):
+        if spec.resources.gpu is None and spec.wants_cuda():
             print(
                 f"{path}: note: device cuda needs a GPU in each trial; resources.gpu is unset, so trials get one "
                 "only where the cluster has GPUs, and `study run` refuses where it has none"
@@ -208,8 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = 0
     finished = [plan for plan in plans if plan.path is not None and run.all_finished(plan.path, plan.spec)]
     for plan in finished:  # --resume of a finished study: its tables, as `study resume` gives them
-        print(f"[study] every trial of {plan.path} had finished; nothing to resume. Its tables:", file=sys.stderr)
-        failed += print_outcome(run.Outcome(plan.path, 0, None))
+        failed += print_finished(plan.path)
     plans = [plan for plan in plans if all(plan is not done for done in finished)]
     if not plans:
         return EXIT_TRIALS_FAILED if failed else EXIT_OK
@@ -237,9 +236,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise StudyError(f"{args.experiment}: no such experiment folder")
     spec = run.read_spec(path)
     run.check_resumable(path, args.trust)
-    if run.all_finished(path, spec):  # no Ray, no resume record: the tables, as `study analyze`
-        print(f"[study] every trial of {path} had finished; nothing to resume. Its tables:", file=sys.stderr)
-        return EXIT_TRIALS_FAILED if print_outcome(run.Outcome(path, 0, None)) else EXIT_OK
+    if run.all_finished(path, spec):
+        return EXIT_TRIALS_FAILED if print_finished(path) else EXIT_OK
     prepare_inputs(spec)
     (resources,) = run.connect_and_size([run.Plan(spec, storage.parent(path), path)], args.address, args.autoscale)
     outcome = run.resume_experiment(path, resources, args.command_line, spec)
@@ -247,6 +245,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return stopped(outcome)
     release()
     return EXIT_TRIALS_FAILED if print_outcome(outcome) else EXIT_OK
+
+
+def print_finished(path: str) -> int:
+    """A resume of a study whose every trial had finished: no Ray, no resume record, its tables."""
+    from study.run import Outcome
+
+    print(f"[study] every trial of {path} had finished; nothing to resume. Its tables:", file=sys.stderr)
+    return print_outcome(Outcome(path, 0, None))
 
 
 def print_outcome(outcome) -> int:

@@ -170,7 +170,7 @@ def resolve_resources(spec: StudySpec, autoscale: bool) -> dict[str, float]:
             f"{where(spec.source, key)}each trial asks for {cpu:g} CPU and {gpu:g} GPU, but no node has that "
             f"(nodes: {biggest}); lower --cpus-per-trial/--gpus-per-trial, or pass --autoscale if the cluster adds nodes"
         )
-    if gpu == 0 and any(c.device == "cuda" for c in spec.trial_configs()):
+    if gpu == 0 and spec.wants_cuda():
         raise StudyError(
             f"{where(spec.source, 'space.device')}'cuda' needs a GPU in each trial, but trials ask for 0 GPUs "
             f"({'resources.gpu is 0' if spec.resources.gpu == 0 else 'no node has a GPU'}); "

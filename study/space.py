@@ -127,6 +127,10 @@ class StudySpec:
         """The fields a search samples (choice, uniform, loguniform, randint): not grids, not fixed."""
         return [k for k, v in self.space.items() if isinstance(v, Domain) and v.kind != "grid"]
 
+    def wants_cuda(self) -> bool:
+        """Whether some trial asks for device cuda (which needs a GPU in each trial)."""
+        return any(c.device == "cuda" for c in self.trial_configs())
+
     def repeats_note(self) -> str | None:
         """What num_samples > 1 means when nothing is sampled: the same trials again, seed and all."""
         if self.num_samples < 2 or self.sampled():
@@ -420,7 +424,7 @@ def check_spec(spec: StudySpec) -> None:
         raise StudyError(
             f"{where(src, 'resources.gpu')}fractions are for sharing one GPU; above 1 use a whole number, got {gpu}"
         )
-    if spec.resources.gpu == 0 and any(c.device == "cuda" for c in spec.trial_configs()):
+    if spec.resources.gpu == 0 and spec.wants_cuda():
         raise StudyError(
             f"{where(src, 'space.device')}'cuda' needs a GPU in each trial, but resources.gpu is 0; "
             "use device auto or cpu, or give trials a GPU"
