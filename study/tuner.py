@@ -264,6 +264,8 @@ def restore_tuner(experiment_path: str, resources: dict[str, float], spec: Study
     try:
         return tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
     except (ModuleNotFoundError, AttributeError) as exc:  # tuner.pkl names code this version lacks
+        if isinstance(exc, AttributeError) and "Can't get attribute" not in str(exc):
+            raise  # not unpickling's missing name: a bug, shown as one
         raise StudyError(
             f"{experiment_path}: Tune's saved state (tuner.pkl) names code that this version of study does not "
             f"have ({reason(exc)}); resume it with the version that made it (environment.json names it)"

@@ -277,6 +277,22 @@ def test_resuming_state_that_names_code_this_version_lacks_is_one_line_and_write
         run.resume_experiment(str(experiment), {"cpu": 1.0, "gpu": 0.0}, ["study", "resume"], spec)
     assert list(experiment.iterdir()) == []
 
+    # A class this version lacks is unpickling's AttributeError; any other AttributeError is a bug.
+    def missing_class(*args, **kwargs):
+        raise AttributeError("Can't get attribute 'Gone' on <module 'study.tuner'>")
+
+    monkeypatch.setattr(tune.Tuner, "restore", missing_class)
+    with pytest.raises(StudyError, match="names code .*Can't get attribute 'Gone'"):
+        run.resume_experiment(str(experiment), {"cpu": 1.0, "gpu": 0.0}, ["study", "resume"], spec)
+
+    def bug(*args, **kwargs):
+        raise AttributeError("'NoneType' object has no attribute 'x'")
+
+    monkeypatch.setattr(tune.Tuner, "restore", bug)
+    with pytest.raises(AttributeError, match="NoneType"):
+        run.resume_experiment(str(experiment), {"cpu": 1.0, "gpu": 0.0}, ["study", "resume"], spec)
+    assert list(experiment.iterdir()) == []
+
 
 REUSE_SPACE = """
 name: reuse
