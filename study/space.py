@@ -50,6 +50,11 @@ class Domain:
     values: tuple[Any, ...]
 
 
+def is_sampled(value: Any) -> bool:
+    """A domain a search samples (choice, uniform, loguniform, randint), not a grid or a fixed value."""
+    return isinstance(value, Domain) and value.kind != "grid"
+
+
 @dataclass(frozen=True)
 class SchedulerSpec:
     type: str = option("asha", one_of(("asha", "fifo")))
@@ -125,7 +130,7 @@ class StudySpec:
 
     def sampled(self) -> list[str]:
         """The fields a search samples (choice, uniform, loguniform, randint): not grids, not fixed."""
-        return [k for k, v in self.space.items() if isinstance(v, Domain) and v.kind != "grid"]
+        return [k for k, v in self.space.items() if is_sampled(v)]
 
     def wants_cuda(self) -> bool:
         """Whether some trial asks for device cuda (which needs a GPU in each trial)."""
@@ -152,7 +157,7 @@ class StudySpec:
     def trial_configs(self, bound: str = "low") -> list[TrialConfig]:
         """Every grid point x variant, with sampled domains at their low (or high) bound, for checks."""
         grids = {k: v.values for k, v in self.space.items() if isinstance(v, Domain) and v.kind == "grid"}
-        sampled = {k: v for k, v in self.space.items() if isinstance(v, Domain) and v.kind != "grid"}
+        sampled = {k: self.space[k] for k in self.sampled()}
         configs = []
         for combo in itertools.product(*grids.values()):
             for overrides in self.variants.values() or [{}]:

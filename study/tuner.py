@@ -17,7 +17,7 @@ from study.entry import train_trial
 from study.errors import StudyError, reason
 from study.progress import EtaCallback
 from study.schema import META_KEY, VARIANT_KEY
-from study.space import Domain, StudySpec
+from study.space import Domain, StudySpec, is_sampled
 from study.state_backup import StateBackup
 from study.storage import basename, is_uri, join, parent, read_bytes
 
@@ -53,10 +53,6 @@ def param_space(spec: StudySpec) -> dict[str, Any]:
         "searched": {k: {"kind": v.kind, "values": list(v.values)} for k, v in spec.space.items() if is_sampled(v)},
     }
     return space
-
-
-def is_sampled(value: Any) -> bool:
-    return isinstance(value, Domain) and value.kind != "grid"
 
 
 def make_scheduler(spec: StudySpec) -> FIFOScheduler | ResumableASHA:
