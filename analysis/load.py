@@ -14,7 +14,8 @@ from study import storage
 from study.checkpoints import config_key
 from study.errors import StudyError, reason
 from study.experiment_state import STATE_GLOB, repair_state, trial_states
-from study.schema import META_KEY, VARIANT_KEY, trial_config
+from study.models import model_fields
+from study.schema import META_KEY, trial_config, variant_name
 
 METRIC_COLUMNS = [
     "epoch",
@@ -22,6 +23,8 @@ METRIC_COLUMNS = [
     "train_acc",
     "train_eval_loss",
     "train_eval_acc",
+    "val_loss",
+    "val_acc",
     "test_loss",
     "test_acc",
     "epoch_time_s",
@@ -132,8 +135,7 @@ def trial_frame(
     df.insert(0, "experiment", str(meta.get("experiment") or storage.basename(path)))
     df["experiment_path"] = path
     df["status"] = status
-    variant = config.get(VARIANT_KEY)
-    df["variant"] = str(variant["name"]) if isinstance(variant, dict) and "name" in variant else None
+    df["variant"] = variant_name(config)
     order = list(meta.get("variants") or [])
     df["variant_rank"] = order.index(df["variant"].iloc[0]) if df["variant"].iloc[0] in order else len(order)
     df["baseline"] = meta.get("baseline")
@@ -141,8 +143,9 @@ def trial_frame(
     df["mode"] = meta.get("mode", "max")
     df["searched"] = json.dumps(meta.get("searched") or {})  # sampled fields and their domains
     df["max_t"] = meta.get("max_t", resolved["epochs"])
+    unread = {key for key, models in model_fields().items() if resolved["model"] not in models}
     for key, value in resolved.items():
-        df[f"config_{key}"] = value
+        df[f"config_{key}"] = None if key in unread else value  # only the fields its model reads
     return df
 
 

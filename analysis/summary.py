@@ -47,20 +47,33 @@ def pct_pm(mean: float, std: float, low: float, high: float) -> str:
 
 
 def display_per_variant(t: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 for reading: accuracies as "mean ± std % [95% CI]"."""
-    out = t[["experiment", "variant", "trials", "seeds"]].copy()
-    out["final test_acc"] = [
-        pct_pm(*r) for r in t[["final_test_acc", "final_std", "final_ci_low", "final_ci_high"]].itertuples(index=False)
+    """Table 1 for reading: accuracies as "mean ± std % [95% CI]", at one budget per row."""
+    out = t[["experiment", "variant", "at_epoch", "n"]].copy()
+    out["test_acc at at_epoch"] = [
+        pct_pm(*r) for r in t[["test_acc", "test_std", "test_ci_low", "test_ci_high"]].itertuples(index=False)
     ]
-    out["best test_acc"] = [
-        pct_pm(*r) for r in t[["best_test_acc", "best_std", "best_ci_low", "best_ci_high"]].itertuples(index=False)
+    out["test_acc at the epoch chosen by"] = t["selected_on"]
+    out["test_acc (chosen epoch)"] = [
+        pct_pm(*r)
+        for r in t[["selected_test_acc", "selected_std", "selected_ci_low", "selected_ci_high"]].itertuples(index=False)
     ]
-    out["epochs"] = t["epochs_run"].map("{:.1f}".format)
-    out["ASHA-stopped"] = t["stopped_early"].map("{:.0%}".format)
+    out["ended before at_epoch"] = t["stopped_before"].fillna("")
     out["diverged"] = t["diverged"]
     out["train s"] = t["train_time_s"].map("{:.1f}".format)
     out["images/s"] = t["images_per_s"].map("{:.0f}".format)
     out["train-test gap"] = t["train_test_gap"].map(lambda gap: "" if math.isnan(gap) else f"{gap:+.3f}")
+    return out
+
+
+def display_effects(t: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 for reading: the difference and its CI in percentage points, one decimal."""
+    out = t[["experiment", "variant", "baseline", "at_epoch", "n", "n_baseline"]].copy()
+    out["difference (pp) [95% CI]"] = [
+        "" if math.isnan(d) else f"{d:+.1f}" + ("" if math.isnan(lo) else f" [{lo:+.1f}, {hi:+.1f}]")
+        for d, lo, hi in t[["diff_pp", "ci_low_pp", "ci_high_pp"]].itertuples(index=False)
+    ]
+    for column in ("hedges_g", "t", "df", "p_value", "p_holm", "family", "verdict"):
+        out[column] = t[column]
     return out
 
 
@@ -101,14 +114,21 @@ def summarize_experiments(
         "best_trials": tables.best_trials(frame),
     }
     titles = {
-        "per_variant": "1. Per variant (mean ± std over its trials: its seeds, or a search's samples, the repeats of one configuration counted once; [95% CI])",
-        "effects": "2. Ablation effects on test_acc at the last epoch both sides reached "
-        "(Welch t-test over seeds; Holm-adjusted over each experiment's variants)",
+        "per_variant": "1. Per variant, at one budget each (at_epoch: the most epochs its trials ran; means over "
+        "the trials that reached it, each configuration once, n; mean ± std % [95% CI]; trials that ended sooner "
+        "are counted beside, not averaged)",
+        "effects": "2. Ablation effects on test_acc at the last epoch both sides reached, in percentage points "
+        "(Welch's t-test and CI; Hedges' g; p Holm-adjusted over each experiment's comparisons with its "
+        "baseline, `family` of them; a verdict needs 3 seeds per arm)",
         "against_report": "3. Against the report",
         "compute": "4. Compute, and what ASHA saved",
-        "best_trials": "5. Best trials",
+        "best_trials": "5. Best trials (ranked by the file's metric at their last epoch, `selected_on`; "
+        "test_acc there and at the epoch that metric chose)",
     }
-    displays = {"per_variant": display_per_variant(built["per_variant"])}
+    displays = {
+        "per_variant": display_per_variant(built["per_variant"]),
+        "effects": display_effects(built["effects"]),
+    }
     for name, table in built.items():
         print(write_table(table, out, name, titles[name], displays.get(name)))
     built.update(summarize_searches(frame, out, plots))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,14 +29,42 @@ def mean_ci(values: pd.Series | np.ndarray, confidence: float = CONFIDENCE) -> t
     return mean, std, mean - half, mean + half
 
 
+def objective(frame: pd.DataFrame) -> tuple[str, str]:
+    """(metric, mode) the experiment selects by (its file's `metric` and `mode`)."""
+    metric = frame["metric"].dropna().iloc[0] if "metric" in frame and frame["metric"].notna().any() else "test_acc"
+    mode = frame["mode"].dropna().iloc[0] if "mode" in frame and frame["mode"].notna().any() else "max"
+    return str(metric), str(mode)
+
+
+def selected_on(metric: str) -> str:
+    """How a selection is labelled: by its metric, and as such when that metric reads the test set."""
+    return f"{metric} (selected on test)" if metric.startswith("test_") else metric
+
+
+def selected_epochs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per trial, the epoch its experiment's metric chose (best value; the earliest of ties), with
+    test_acc there. The choice reads only that metric: the validation split unless the file says test."""
+    rows = []
+    for (experiment, trial_id), epochs in frame.groupby(["experiment", "trial_id"], sort=False):
+        metric, mode = objective(epochs)
+        values = epochs.set_index("epoch")[metric].dropna() if metric in epochs else pd.Series(dtype=float)
+        if values.empty:
+            rows.append((experiment, trial_id, math.nan, math.nan))
+            continue
+        epoch = values.idxmax() if mode == "max" else values.idxmin()
+        test = epochs.loc[epochs["epoch"] == epoch, "test_acc"]
+        rows.append((experiment, trial_id, float(epoch), float(test.iloc[0]) if len(test) else math.nan))
+    return pd.DataFrame(rows, columns=["experiment", "trial_id", "selected_epoch", "selected_test_acc"])
+
+
 def trial_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial: its last epoch, final and best test_acc, and whether ASHA stopped it."""
+    """One row per trial: its last epoch and test_acc there, the epoch its metric chose and test_acc
+    there, and whether ASHA stopped it."""
     # The last epoch of each trial, kept in the frame's order (variants as the file lists them).
     last = (
         frame.sort_values("epoch", kind="stable").groupby(["experiment", "trial_id"], sort=False).tail(1).sort_index()
     )
-    best = frame.groupby(["experiment", "trial_id"])["test_acc"].max().rename("best_test_acc")
-    out = last.set_index(["experiment", "trial_id"]).join(best).reset_index()
+    out = last.merge(selected_epochs(frame), on=["experiment", "trial_id"], how="left")
     out = out.rename(columns={"test_acc": "final_test_acc", "epoch": "epochs_run"})
     out["diverged"] = out["diverged"].astype(bool)
     finished = out["status"].isin(["TERMINATED"])
@@ -63,48 +91,99 @@ def measurements(trials: pd.DataFrame, values: pd.Series) -> pd.Series:
     return values.groupby(key.reindex(values.index), sort=False).mean()
 
 
+def stopped_before(trials: pd.DataFrame, epoch: int) -> str:
+    """ "2 (at 2, 4)": the trials that ended before `epoch` and where; "" when none did."""
+    early = sorted(int(e) for e in trials.loc[trials["epochs_run"] < epoch, "epochs_run"])
+    return f"{len(early)} (at {', '.join(map(str, early))})" if early else ""
+
+
 def per_variant(frame: pd.DataFrame) -> pd.DataFrame:
-    """Table 1: each variant across its seeds (or a search's samples); `n` counts configurations."""
+    """Table 1: each variant at one budget, `at_epoch` (the most epochs any of its trials ran).
+
+    Its means are over the trials that reached that epoch, each configuration once (`n`); trials
+    that ended sooner (ASHA stops, divergence) are counted beside the mean, never averaged into
+    it. Test accuracy is given at `at_epoch`, and at the epoch each trial's metric chose.
+    """
     rows = []
     for (experiment, variant), trials_of_variant in trial_summary(frame).groupby(["experiment", "variant"], sort=False):
-        finals = measurements(trials_of_variant, trials_of_variant["final_test_acc"])
-        final = mean_ci(finals)
-        best = mean_ci(measurements(trials_of_variant, trials_of_variant["best_test_acc"]))
+        at_epoch = int(trials_of_variant["epochs_run"].max())
+        reached = trials_of_variant[trials_of_variant["epochs_run"] >= at_epoch]
+        final = measurements(reached, reached["final_test_acc"])
+        test, selected = mean_ci(final), mean_ci(measurements(reached, reached["selected_test_acc"]))
+        metric, _ = objective(frame[frame["experiment"] == experiment])
         rows.append(
             {
                 "experiment": experiment,
                 "variant": variant,
+                "at_epoch": at_epoch,
                 "trials": len(trials_of_variant),
                 "seeds": trials_of_variant["config_seed"].nunique(),
-                "n": len(finals),
-                "final_test_acc": final[0],
-                "final_std": final[1],
-                "final_ci_low": final[2],
-                "final_ci_high": final[3],
-                "best_test_acc": best[0],
-                "best_std": best[1],
-                "best_ci_low": best[2],
-                "best_ci_high": best[3],
-                "epochs_run": trials_of_variant["epochs_run"].mean(),
-                "stopped_early": trials_of_variant["stopped_early"].mean(),
+                "n": len(final),
+                "stopped_before": stopped_before(trials_of_variant, at_epoch),
+                "test_acc": test[0],
+                "test_std": test[1],
+                "test_ci_low": test[2],
+                "test_ci_high": test[3],
+                "selected_on": selected_on(metric),
+                "selected_test_acc": selected[0],
+                "selected_std": selected[1],
+                "selected_ci_low": selected[2],
+                "selected_ci_high": selected[3],
+                "selected_epoch": reached["selected_epoch"].mean(),
                 "diverged": int(trials_of_variant["diverged"].sum()),
-                "train_time_s": trials_of_variant["time_total_s"].mean(),
+                "train_time_s": reached["time_total_s"].mean(),
                 "images_per_s": trials_of_variant["images_per_s"].mean(),
-                "train_test_gap": trials_of_variant["gap"].mean(),
+                "train_test_gap": reached["gap"].mean(),
             }
         )
     return pd.DataFrame(rows)
 
 
+MIN_SEEDS = 3  # per arm, for a verdict: with 2, one unlucky seed decides the t-test
+
+
+@dataclass(frozen=True)
+class Welch:
+    """A difference of means with Welch's unequal-variance t-test and its effect size."""
+
+    diff: float  # mean(a) - mean(b)
+    ci_low: float  # 95% CI of the difference, Welch-Satterthwaite degrees of freedom
+    ci_high: float
+    hedges_g: float  # the difference in pooled standard deviations, small-sample corrected
+    t: float
+    df: float
+    p_value: float  # two-sided
+
+
+def welch(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE) -> Welch:
+    """Welch's t-test of mean(a) - mean(b), its CI, and Hedges' g; NaN where undefined (n < 2, no spread)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n1, n2 = len(a), len(b)
+    diff = float(a.mean() - b.mean()) if n1 and n2 else math.nan
+    if n1 < 2 or n2 < 2:
+        return Welch(diff, *(math.nan,) * 6)
+    v1, v2 = a.var(ddof=1) / n1, b.var(ddof=1) / n2
+    pooled = math.sqrt(((n1 - 1) * a.var(ddof=1) + (n2 - 1) * b.var(ddof=1)) / (n1 + n2 - 2))
+    g = diff / pooled * (1 - 3 / (4 * (n1 + n2) - 9)) if pooled > 0 else math.nan
+    se = math.sqrt(v1 + v2)
+    if se == 0:
+        return Welch(diff, diff, diff, g, math.nan, math.nan, math.nan)
+    df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
+    t = diff / se
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return Welch(diff, diff - half, diff + half, g, t, df, float(2 * stats.t.sf(abs(t), df)))
+
+
 def effects(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Table 2: each variant's test_acc minus its experiment's baseline, Welch t-test over seeds.
+    """Table 2: each variant's test accuracy minus its experiment's baseline, in percentage points.
 
     Both sides are read at the same epoch: the last one that every trial of the two reached.
     Under ASHA a stopped variant would otherwise be compared at epoch 1 against a baseline at
-    epoch 20, and the "effect" would measure training time, not the ablation.
+    epoch 20, and the "effect" would measure training time, not the ablation. The difference
+    has Welch's CI, t and df, Hedges' g, and a p-value Holm-adjusted over the experiment's
+    comparisons with its baseline (`family`); a verdict needs MIN_SEEDS configurations per arm.
     """
     trials = trial_summary(frame)
-    columns = ["experiment", "variant", "baseline", "at_epoch", "n", "n_baseline", "effect", "p_value", "verdict"]
     rows = []
     for experiment, trials_of_experiment in trials.groupby("experiment", sort=False):
         epoch_rows = frame[frame["experiment"] == experiment]
@@ -119,34 +198,27 @@ def effects(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                 continue
             epoch = int(min(variant_trials["epochs_run"].min(), base_trials["epochs_run"].min()))
             at = epoch_rows[epoch_rows["epoch"] == epoch].set_index("trial_id")["test_acc"]
-            values = at_trials(at, variant_trials)
-            base = at_trials(at, base_trials)
-            diff = values.mean() - base.mean() if len(values) and len(base) else math.nan
-            if len(values) < 2 or len(base) < 2:
-                p_value, verdict = math.nan, f"too few seeds to tell ({len(values)} vs {len(base)}; need >= 2 each)"
-            elif values.max() == values.min() and base.max() == base.min():  # no spread: a t-test is undefined
-                p_value = math.nan
-                verdict = "identical" if diff == 0 else f"{'better' if diff > 0 else 'worse'} (no spread across seeds)"
-            else:
-                with warnings.catch_warnings():
-                    # One side without spread (every seed scored the same): scipy warns of precision
-                    # loss in its variance, which is exactly 0; Welch's test is defined by the other.
-                    warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
-                    p_value = float(stats.ttest_ind(values, base, equal_var=False).pvalue)
-                if p_value < alpha:
-                    verdict = f"{'better' if diff > 0 else 'worse'} (p < {alpha})"
-                else:
-                    verdict = f"no clear effect (p >= {alpha})"
+            values, base = at_trials(at, variant_trials), at_trials(at, base_trials)
+            w = welch(100 * values.to_numpy(), 100 * base.to_numpy())
             rows.append(
-                dict(
-                    zip(
-                        columns,
-                        [experiment, variant, baseline, epoch, len(values), len(base), diff, p_value, verdict],
-                        strict=True,
-                    )
-                )
+                {
+                    "experiment": experiment,
+                    "variant": variant,
+                    "baseline": baseline,
+                    "at_epoch": epoch,
+                    "n": len(values),
+                    "n_baseline": len(base),
+                    "diff_pp": w.diff,
+                    "ci_low_pp": w.ci_low,
+                    "ci_high_pp": w.ci_high,
+                    "hedges_g": w.hedges_g,
+                    "t": w.t,
+                    "df": w.df,
+                    "p_value": w.p_value,
+                }
             )
-    table = pd.DataFrame(rows, columns=columns)
+    columns = ["experiment", "variant", "baseline", "at_epoch", "n", "n_baseline", "diff_pp", "ci_low_pp"]
+    table = pd.DataFrame(rows, columns=[*columns, "ci_high_pp", "hedges_g", "t", "df", "p_value"])
     return holm_verdicts(table, alpha)
 
 
@@ -165,17 +237,24 @@ def holm(p_values: pd.Series) -> pd.Series:
 
 
 def holm_verdicts(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """Add p_holm per experiment (its variants against the baseline are one family); verdicts use it."""
+    """Add p_holm and its family size per experiment (its comparisons with a p-value), and verdicts."""
     table = table.copy()
-    table.insert(table.columns.get_loc("p_value") + 1, "p_holm", np.nan)
+    table["p_holm"], table["family"], table["verdict"] = np.nan, 0, ""
     for _, group in table.groupby("experiment", sort=False):
         table.loc[group.index, "p_holm"] = holm(group["p_value"])
+        table.loc[group.index, "family"] = int(group["p_value"].notna().sum())
     for i, row in table.iterrows():
-        if not math.isnan(row["p_holm"]):
-            direction = "better" if row["effect"] > 0 else "worse"
-            table.at[i, "verdict"] = (
-                f"{direction} (Holm p < {alpha})" if row["p_holm"] < alpha else f"no clear effect (Holm p >= {alpha})"
-            )
+        fewest = min(row["n"], row["n_baseline"])
+        direction = "better" if row["diff_pp"] > 0 else "worse"
+        if fewest < MIN_SEEDS:
+            verdict = f"too few seeds (n = {fewest}; a verdict needs {MIN_SEEDS} per arm)"
+        elif math.isnan(row["p_holm"]):  # no spread on either side: a t-test is undefined
+            verdict = "identical" if row["diff_pp"] == 0 else f"{direction} (no spread across seeds)"
+        elif row["p_holm"] < alpha:
+            verdict = f"{direction} (Holm p < {alpha})"
+        else:
+            verdict = f"no clear effect (Holm p >= {alpha})"
+        table.at[i, "verdict"] = verdict
     return table
 
 
@@ -245,7 +324,8 @@ def against_report(frame: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
             {
                 "experiment": ref.experiment,
                 "variant": ref.variant,
-                "metric": ref.metric,
+                # The report's peak is a maximum over epochs of test accuracy: ours is measured the same way.
+                "metric": f"{ref.metric} (selected on test)" if ref.metric == "peak_test_acc" else ref.metric,
                 "epoch": ref.epoch,
                 "report": ref.value,
                 "measured": mean,
@@ -312,21 +392,31 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def best_trials(frame: pd.DataFrame, metric: str = "test_acc", top: int = 10) -> pd.DataFrame:
-    """The best trials by their best `metric` (higher is better for accuracies)."""
+def best_trials(frame: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    """The best trials by their experiment's metric and mode at their last epoch (as `study export`
+    and Tune's get_best_result choose), with test accuracy there and at the epoch the metric chose."""
     trials = trial_summary(frame)
+    picked = []
+    for experiment, group in trials.groupby("experiment", sort=False):
+        metric, mode = objective(frame[frame["experiment"] == experiment])
+        value = group[metric] if metric in group else group["final_test_acc"] if metric == "test_acc" else np.nan
+        picked.append(
+            group.assign(selected_on=selected_on(metric), value=value, rank_key=value * (1 if mode == "max" else -1))
+        )
+    trials = pd.concat(picked)
     cols = [
         "experiment",
         "trial_dir",  # the folder name `study export --trial` takes
         "variant",
         "config_seed",
         "epochs_run",
-        "best_test_acc",
+        "selected_on",
+        "value",  # the metric it is ranked by, at its last epoch
         "final_test_acc",
+        "selected_epoch",
+        "selected_test_acc",
         "train_loss",
         "status",
     ]
-    ascending = "loss" in metric
-    key = "best_test_acc" if metric == "test_acc" else metric
     cols = [c for c in cols if c in trials]
-    return trials.sort_values(key, ascending=ascending)[cols].head(top).reset_index(drop=True)
+    return trials.sort_values("rank_key", ascending=False)[cols].head(top).reset_index(drop=True)

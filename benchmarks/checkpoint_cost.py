@@ -38,7 +38,7 @@ def main() -> None:
     import torch
 
     from study.config import TrialConfig
-    from study.data.datasets import load_dataset
+    from study.data.datasets import trial_data
     from study.train import Trainer
 
     rows = []
@@ -48,7 +48,7 @@ def main() -> None:
                 {"dataset": "synthetic", "num_train": 128, "num_test": 64, "batch_size": 64, "epochs": 1,
                  "max_steps_per_epoch": 1, "optimizer": "adam", "seed": 0, **fields}
             )  # fmt: skip
-            trainer = Trainer(cfg, load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test))
+            trainer = Trainer(cfg, trial_data(cfg))
             trainer.run_epoch()
             path = os.path.join(tmp, "trainer.pt")
             times = []

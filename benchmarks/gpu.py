@@ -24,7 +24,7 @@ def epoch_seconds(model_fields: dict, precision: str, n_train: int, n_test: int,
     import torch
 
     from study.config import TrialConfig
-    from study.data.datasets import load_dataset
+    from study.data.datasets import trial_data
     from study.train import Trainer
 
     cfg = TrialConfig.from_dict(
@@ -39,7 +39,7 @@ def epoch_seconds(model_fields: dict, precision: str, n_train: int, n_test: int,
             **model_fields,
         }
     )
-    trainer = Trainer(cfg, load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test))
+    trainer = Trainer(cfg, trial_data(cfg))
     trainer.run_epoch()  # warm-up: cuDNN autotuning, allocator
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()

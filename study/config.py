@@ -31,6 +31,13 @@ def _count(high: int, low: int = 1) -> Any:
     return in_range(low, high, what="an integer")
 
 
+def _val_size(v: float) -> str | None:
+    """A fraction of the train split in [0, 1), or a whole count of images (0 = no split)."""
+    if v < 0 or v > MAX_IMAGES or (v >= 1 and not float(v).is_integer()):
+        return "a fraction in [0, 1) of the train split, or a whole count of images (0 = none)"
+    return None
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """Everything one trial needs. Defaults follow the report (CIFAR-100, batch 256, 20 epochs)."""
@@ -53,6 +60,10 @@ class TrialConfig:
     augment: str = option("none", one_of(AUGMENTATIONS))  # none | flip | crop | flip+crop
     num_train: int = option(0, _count(MAX_IMAGES, 0))  # images in the train split; 0 = all (synthetic: 2048)
     num_test: int = option(0, _count(MAX_IMAGES, 0))  # images in the test split; 0 = all (synthetic: 512)
+    # Held out of the train split for selection (ASHA, TPE, best trial/epoch, export): a
+    # fraction (0.1 = 10%) or a count. 0 trains on the whole split, as the report did.
+    val_size: float = option(0.1, _val_size)
+    split_seed: int = option(0, _count(MAX_SEED, 0))  # which images are held out; never the trial's seed
 
     # --- optimisation
     optimizer: str = option("adam", one_of(OPTIMIZERS))

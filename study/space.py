@@ -22,10 +22,12 @@ import yaml
 from study.checks import check_field, check_value, in_range, one_of, option, parse_dataclass
 from study.config import MAX_SEED, TrialConfig
 from study.data import DATASETS
+from study.data.split import val_count
 from study.errors import StudyError, where
+from study.models import model_fields
 from study.yaml_input import parse_yaml, read_yaml
 
-METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
+METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss")
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}$")  # one path component, never "." or ".."
 MAX_TRIALS = 100_000
@@ -89,7 +91,7 @@ class StudySpec:
     name: str = option("", safe_name)  # experiment name; "" = the file name
     description: str = option("")
     dataset: str = option("cifar100", one_of(DATASETS.names))
-    metric: str = option("test_acc", one_of(METRICS))
+    metric: str = option("val_acc", one_of(METRICS))  # what every selection reads: ASHA, TPE, best trial, export
     mode: str = option("max", one_of(("max", "min")))
     num_samples: int = option(1, _count(1, MAX_TRIALS))  # repeats of the grid (samples for random/optuna)
     scheduler: SchedulerSpec = option(SchedulerSpec())
@@ -436,12 +438,56 @@ def check_spec(spec: StudySpec) -> None:
         )
     if spec.num_trials() > MAX_TRIALS:
         raise StudyError(f"{where(src, 'space')}{spec.num_trials()} trials; at most {MAX_TRIALS} in one study")
-    spec.trial_configs()  # every combination builds a valid TrialConfig
+    configs = spec.trial_configs()  # every combination builds a valid TrialConfig
+    check_model_fields(spec)
+    if spec.metric.startswith("val_") and any(c.val_size == 0 for c in configs):
+        raise StudyError(
+            f"{where(src, 'metric')}{spec.metric} needs a validation split, but val_size is 0 (the report's "
+            "protocol: all train images train); select on the test set by saying so, metric: test_acc (the "
+            "tables then mark those numbers 'selected on test'), or hold out a split (space.val_size: 0.1)"
+        )
+    check_split_sizes(spec)
+
+
+def check_split_sizes(spec: StudySpec) -> None:
+    """num_train, num_test and the validation split fit a fixed-size dataset's splits."""
     sizes = getattr(DATASETS.get(spec.dataset), "split_sizes", None)
-    for config in spec.trial_configs("high") if sizes else ():
-        for key, asked, size in zip(("num_train", "num_test"), (config.num_train, config.num_test), sizes, strict=True):
+    if not sizes:
+        return
+    src, (train, test) = spec.source, sizes
+    for config in spec.trial_configs("high"):
+        held = val_count(config.val_size, train)
+        if held >= train:
+            raise StudyError(
+                f"{where(src, 'space.val_size')}{config.val_size:g} holds out {held} of the {train} images of "
+                f"the {spec.dataset} train split; leave some to train on (a fraction below 1, or a smaller count)"
+            )
+        for key, asked, size in (("num_train", config.num_train, train - held), ("num_test", config.num_test, test)):
             if asked > size:
+                rest = f" left after the validation split ({held} held out)" if key == "num_train" and held else ""
                 raise StudyError(
                     f"{where(src, f'space.{key}')}{asked} is more than the {size} images of the {spec.dataset} "
-                    f"{key[4:]} split; use at most {size} (0 = all)"
+                    f"{key[4:]} split{rest}; use at most {size} (0 = all)"
                 )
+
+
+def check_model_fields(spec: StudySpec) -> None:
+    """A field that only some models read is set only where the trial's model reads it.
+
+    Otherwise it would be recorded, and shown in the tables, as if it had mattered.
+    """
+    owners = model_fields()
+    fixed = spec.space.get("model", TrialConfig.model)
+    space_models = list(fixed.values) if isinstance(fixed, Domain) else [fixed]
+    for variant, overrides in (spec.variants or {None: {}}).items():
+        models = [overrides["model"]] if "model" in overrides else space_models
+        for key in [*spec.space, *overrides]:
+            for model in models if key in owners else ():
+                if model not in owners[key]:
+                    label = f"variants.{variant}.{key}" if key in overrides else f"space.{key}"
+                    trial = f" (variant {variant})" if variant is not None else ""
+                    raise StudyError(
+                        f"{where(spec.source, label)}model {model}{trial} does not read {key}, a field of "
+                        f"{', '.join(owners[key])}; set it only for the trials of {' or '.join(owners[key])} "
+                        "(in their variants)"
+                    )

@@ -161,6 +161,12 @@ class Trainer:
         self.test_loader = BatchLoader(
             data.test_x.to(self.device), data.test_y.to(self.device), cfg.eval_batch_size, data.mean, data.std
         )
+        # The held-out validation images: what every selection reads (see study.data.split).
+        self.val_loader = None
+        if data.val_x is not None and len(data.val_y):
+            self.val_loader = BatchLoader(
+                data.val_x.to(self.device), data.val_y.to(self.device), cfg.eval_batch_size, data.mean, data.std
+            )
         # Train accuracy as the test split is measured (eval mode, no augmentation) on a fixed
         # subset of the train split: the honest side of a train-test gap. The running train_acc
         # is taken in train mode on augmented images, while the weights still change.
@@ -191,12 +197,14 @@ class Trainer:
         train = train_one_epoch(self.forward_model, self.optimizer, self.train_loader, self.compute)
         train_time = time.perf_counter() - start
         test = evaluate(self.forward_model, self.test_loader, self.compute)
+        val = evaluate(self.forward_model, self.val_loader, self.compute, split="val") if self.val_loader else {}
         train_eval = evaluate(self.forward_model, self.train_eval_loader, self.compute, split="train_eval")
         self.epoch += 1
-        diverged = not (math.isfinite(train["train_loss"]) and math.isfinite(test["test_loss"]))
+        diverged = not all(math.isfinite(loss) for loss in (train["train_loss"], test["test_loss"], *val.values()))
         return {
             "epoch": self.epoch,
             **{k: v for k, v in train.items() if k != "train_images"},
+            **val,
             **test,
             **train_eval,
             "epoch_time_s": time.perf_counter() - start,  # train + evaluation

@@ -32,7 +32,7 @@ from study.checkpoints import (
     scratch_root,
     write_meta,
 )
-from study.data.datasets import load_dataset
+from study.data.datasets import trial_data
 from study.errors import StudyError
 from study.schema import CHECKPOINT_FILE, trial_config
 from study.storage import is_uri
@@ -149,7 +149,7 @@ def train_trial(
     cfg = trial_config(config)
     use_assigned_cpus()
     start = time.perf_counter()
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test)  # cached per worker
+    data = trial_data(cfg)
     data_s = time.perf_counter() - start  # reported with every epoch: what this trial paid for its data
     trainer = Trainer(cfg, data)
     key = config_key(config)

@@ -13,6 +13,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from study.asha import ResumableASHA
+from study.config import TrialConfig
 from study.entry import train_trial
 from study.errors import StudyError, reason
 from study.progress import EtaCallback
@@ -35,12 +36,30 @@ def to_tune_domain(domain: Domain) -> Any:
     return tune.randint(*values)  # [low, high): high is exclusive, as in Tune
 
 
+class VariantValue:
+    """A field that named variants set: the value of the trial's variant, else the file's (None:
+    the default). Tune resolves it after the variant's grid value, so every field a trial runs
+    with sits at the top level of its config (`result.config["augment"]`)."""
+
+    def __init__(self, values: dict[str, Any], otherwise: Any) -> None:
+        self.values, self.otherwise = values, otherwise
+
+    def __call__(self, spec: Any) -> Any:
+        return self.values.get(spec.config[VARIANT_KEY], self.otherwise)
+
+
 def param_space(spec: StudySpec) -> dict[str, Any]:
-    """Tune's param_space: the searched fields, the named variants, and the study's metadata."""
+    """Tune's param_space: every field the file sets (a variant's at the top level, by its name
+    in VARIANT_KEY), the validation split always, and the study's metadata."""
     space: dict[str, Any] = {k: to_tune_domain(v) if isinstance(v, Domain) else v for k, v in spec.space.items()}
     space["dataset"] = spec.dataset
+    for key in ("val_size", "split_seed"):  # in every params.json, defaults or not: what selection read
+        space.setdefault(key, getattr(TrialConfig, key))
     if spec.variants:
-        space[VARIANT_KEY] = tune.grid_search([{"name": n, **o} for n, o in spec.variants.items()])
+        space[VARIANT_KEY] = tune.grid_search(list(spec.variants))
+        for key in sorted({k for overrides in spec.variants.values() for k in overrides}):
+            values = {name: o[key] for name, o in spec.variants.items() if key in o}
+            space[key] = tune.sample_from(VariantValue(values, spec.space.get(key)))
     # Constant across trials; lands in every trial's params.json so the analysis needs no side file.
     space[META_KEY] = {
         "experiment": spec.name,
@@ -130,7 +149,7 @@ def tune_keep(experiment_path: str, keep: int) -> int:
 
 def trial_name(trial: Any) -> str:
     """Short, readable trial names: "cnn64-s1-00004" (variant, seed, trial number)."""
-    variant = (trial.config.get(VARIANT_KEY) or {}).get("name", "trial")
+    variant = trial.config.get(VARIANT_KEY) or "trial"
     return f"{variant}-s{trial.config.get('seed', 0)}-{trial.trial_id.split('_')[-1]}"
 
 
@@ -142,7 +161,7 @@ def progress_reporter(spec: StudySpec) -> tune.CLIReporter:
     table alone; Tune uses it when RAY_AIR_NEW_OUTPUT=0. The full config lives in params.json.
     """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    parameters = {f"{VARIANT_KEY}/name": "variant"} if spec.variants else {}
+    parameters = {VARIANT_KEY: "variant"} if spec.variants else {}
     # Only keys every trial's config has: the reporter fails on a missing one. What varies: the
     # grid and sampled fields, and the seed. With none, the dataset: given no columns, Ray shows
     # the whole config, the study's metadata included.

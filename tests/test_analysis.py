@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from study.analysis import against_report, compute, effects, mean_ci, per_variant
+from study.analysis import against_report, best_trials, compute, effects, mean_ci, per_variant
 from study.analysis.summary import load_reference
 
 
@@ -15,7 +15,7 @@ def tidy(
     trials: list[tuple[str, int, list[float]]], epochs: int = 3, experiment: str = "exp", baseline: str = "a"
 ) -> pd.DataFrame:
     """Rows per (variant, seed, test_acc per epoch); train accuracy in eval mode = test_acc + 0.1,
-    the running (augmented) train_acc = test_acc + 0.05."""
+    the running (augmented) train_acc = test_acc + 0.05, val_acc = test_acc + 0.01 (the metric)."""
     rows = []
     for i, (variant, seed, accs) in enumerate(trials):
         for e, acc in enumerate(accs, start=1):
@@ -30,6 +30,9 @@ def tidy(
                     "max_t": epochs,
                     "epoch": e,
                     "test_acc": acc,
+                    "val_acc": acc + 0.01,
+                    "metric": "val_acc",
+                    "mode": "max",
                     "train_acc": acc + 0.05,
                     "train_eval_acc": acc + 0.1,
                     "config_dataset": "cifar100",
@@ -65,14 +68,30 @@ def test_mean_ci_is_student_t():
     assert math.isnan(mean_ci([0.5])[2])
 
 
-def test_per_variant_counts_means_and_early_stops():
+def test_per_variant_takes_each_mean_at_one_budget_and_counts_early_stops_beside_it():
     t = per_variant(FRAME).set_index("variant")
-    assert t.loc["a", "trials"] == 3 and t.loc["a", "seeds"] == 3
-    assert t.loc["a", "final_test_acc"] == pytest.approx(0.31)
-    assert t.loc["b", "final_test_acc"] == pytest.approx((0.50 + 0.52 + 0.4) / 3)
-    assert t.loc["b", "best_test_acc"] == pytest.approx((0.50 + 0.52 + 0.4) / 3)
-    assert t.loc["b", "stopped_early"] == pytest.approx(1 / 3) and t.loc["a", "stopped_early"] == 0
+    assert t.loc["a", "trials"] == 3 and t.loc["a", "seeds"] == 3 and t.loc["a", "at_epoch"] == 3
+    assert t.loc["a", "test_acc"] == pytest.approx(0.31) and t.loc["a", "stopped_before"] == ""
+    # b/2 stopped at epoch 2: beside the mean, never in it (its 0.4 would mix two budgets).
+    assert t.loc["b", "at_epoch"] == 3 and t.loc["b", "n"] == 2 and t.loc["b", "stopped_before"] == "1 (at 2)"
+    assert t.loc["b", "test_acc"] == pytest.approx((0.50 + 0.52) / 2)
     assert t.loc["a", "train_test_gap"] == pytest.approx(0.1)  # from the eval-mode train accuracy
+
+
+def test_the_chosen_epoch_reads_the_metric_never_the_test_set():
+    """val_acc peaks at epoch 2, test_acc at epoch 3: the table reports test_acc at epoch 2. Shuffling
+    the test numbers moves no choice."""
+    frame = tidy([("a", s, [0.1, 0.2, 0.3]) for s in range(3)])
+    frame["val_acc"] = frame["epoch"].map({1: 0.5, 2: 0.9, 3: 0.7})
+    t = per_variant(frame).set_index("variant")
+    assert t.loc["a", "selected_on"] == "val_acc" and t.loc["a", "selected_epoch"] == 2
+    assert t.loc["a", "selected_test_acc"] == pytest.approx(0.2) and t.loc["a", "test_acc"] == pytest.approx(0.3)
+    shuffled = frame.assign(test_acc=frame["test_acc"].sample(frac=1, random_state=0).to_numpy())
+    assert per_variant(shuffled).set_index("variant").loc["a", "selected_epoch"] == 2
+    best = best_trials(frame.assign(val_acc=frame["val_acc"] + 0.01 * frame["config_seed"]))
+    assert list(best["config_seed"]) == [2, 1, 0] and set(best["selected_on"]) == {"val_acc"}
+    on_test = per_variant(frame.assign(metric="test_acc")).set_index("variant")
+    assert on_test.loc["a", "selected_on"] == "test_acc (selected on test)" and on_test.loc["a", "selected_epoch"] == 3
 
 
 def test_repeats_of_one_configuration_count_once_in_means_cis_and_tests():
@@ -95,9 +114,9 @@ def test_repeats_of_one_configuration_count_once_in_means_cis_and_tests():
     t = per_variant(repeated).set_index("variant")
     assert t.loc["a", "trials"] == 4 and t.loc["a", "seeds"] == 2 and t.loc["a", "n"] == 2
     expected = per_variant(once).set_index("variant")
-    for column in ("final_test_acc", "final_std", "final_ci_low", "final_ci_high", "best_ci_low"):
+    for column in ("test_acc", "test_std", "test_ci_low", "test_ci_high", "selected_ci_low"):
         assert t.loc["a", column] == pytest.approx(expected.loc["a", column]), column
-    assert t.loc["a", "final_ci_low"] == pytest.approx(mean_ci([0.30, 0.36])[2])
+    assert t.loc["a", "test_ci_low"] == pytest.approx(mean_ci([0.30, 0.36])[2])
     e, e_once = effects(repeated).iloc[0], effects(once).iloc[0]
     assert (e["n"], e["n_baseline"]) == (2, 2)
     assert e["p_value"] == pytest.approx(e_once["p_value"])
@@ -111,22 +130,29 @@ def test_effects_use_welch_over_seeds_at_a_common_epoch():
     e = effects(FRAME).set_index("variant")
     # b/2 stopped at epoch 2, so both sides are read at epoch 2: a = 0.2 x3, b = 0.4 x3.
     assert e.loc["b", "at_epoch"] == 2
-    assert e.loc["b", "effect"] == pytest.approx(0.2)
+    assert e.loc["b", "diff_pp"] == pytest.approx(20.0)  # percentage points, as table 1's percent
     assert e.loc["b", "baseline"] == "a" and e.loc["b", "verdict"].startswith("better (no spread")
     assert math.isnan(e.loc["b", "p_value"])
-    full = tidy(
-        [("a", 0, [0.30]), ("a", 1, [0.32]), ("a", 2, [0.31]), ("b", 0, [0.50]), ("b", 1, [0.52]), ("b", 2, [0.4])],
-        epochs=1,
-    )
-    e = effects(full).set_index("variant")
-    a, b = [0.30, 0.32, 0.31], [0.50, 0.52, 0.4]
-    assert e.loc["b", "effect"] == pytest.approx(sum(b) / 3 - sum(a) / 3)
-    assert e.loc["b", "p_value"] == pytest.approx(stats.ttest_ind(b, a, equal_var=False).pvalue)
+
+
+def test_effects_report_welchs_ci_t_df_and_hedges_g_as_scipy_computes_them():
+    a, b = [0.30, 0.32, 0.31, 0.35], [0.50, 0.52, 0.40]
+    frame = tidy([("a", i, [v]) for i, v in enumerate(a)] + [("b", i, [v]) for i, v in enumerate(b)], epochs=1)
+    e = effects(frame).set_index("variant").loc["b"]
+    pp_a, pp_b = [100 * v for v in a], [100 * v for v in b]
+    oracle = stats.ttest_ind(pp_b, pp_a, equal_var=False)
+    ci = oracle.confidence_interval(0.95)
+    assert e["diff_pp"] == pytest.approx(sum(pp_b) / 3 - sum(pp_a) / 4)
+    assert (e["ci_low_pp"], e["ci_high_pp"]) == pytest.approx((ci.low, ci.high))
+    assert (e["t"], e["df"], e["p_value"]) == pytest.approx((oracle.statistic, oracle.df, oracle.pvalue))
+    pooled = math.sqrt((3 * stats.tvar(pp_a) + 2 * stats.tvar(pp_b)) / 5)
+    assert e["hedges_g"] == pytest.approx(e["diff_pp"] / pooled * (1 - 3 / (4 * 7 - 9)))
+    assert (e["n"], e["n_baseline"], e["family"]) == (3, 4, 1)
 
 
 @pytest.mark.filterwarnings("error")
-def test_effects_against_a_side_whose_seeds_all_scored_the_same_print_no_warning():
-    """Seen in a user's run: scipy's precision-loss warning landed in the middle of the tables."""
+def test_effects_against_a_side_whose_seeds_all_scored_the_same_warn_of_nothing():
+    """scipy's precision-loss warning once landed in the middle of the tables: none is raised now."""
     frame = tidy([("a", s, [0.9444444444444444]) for s in range(3)] + [("b", s, [0.90 + 0.01 * s]) for s in range(3)])
     e = effects(frame).set_index("variant")
     assert e.loc["b", "p_value"] == pytest.approx(
@@ -134,10 +160,12 @@ def test_effects_against_a_side_whose_seeds_all_scored_the_same_print_no_warning
     )  # Welch with one side at zero variance: a one-sample t-test of the other side
 
 
-def test_effects_say_when_seeds_are_too_few():
+def test_effects_give_no_verdict_under_three_seeds_per_arm():
     frame = tidy([("a", 0, [0.3]), ("b", 0, [0.5]), ("b", 1, [0.6])], epochs=1)
-    verdict = effects(frame).set_index("variant").loc["b", "verdict"]
-    assert verdict.startswith("too few seeds to tell")
+    assert effects(frame).set_index("variant").loc["b", "verdict"].startswith("too few seeds (n = 1;")
+    two = tidy([("a", s, [0.30 + 0.01 * s]) for s in range(2)] + [("b", s, [0.60 + 0.01 * s]) for s in range(2)])
+    e = effects(two).set_index("variant").loc["b"]
+    assert e["verdict"].startswith("too few seeds (n = 2;") and e["p_value"] < 0.05  # numbers shown, no verdict
 
 
 def test_against_report_verdicts():
@@ -162,6 +190,7 @@ def test_against_report_verdicts():
     reference["fields"] = "channels=128"
     t = against_report(FRAME, reference)
     assert list(t["verdict"]) == ["reproduced", "higher", "lower", "reproduced", "not run", "reproduced"]
+    assert t.loc[2, "metric"] == "peak_test_acc (selected on test)"  # a maximum over epochs of test
     assert t.loc[3, "n"] == 2  # b/2 never reached epoch 3
     assert t.loc[0, "measured"] == pytest.approx(0.31)
 

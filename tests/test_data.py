@@ -4,9 +4,10 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
+from study.config import TrialConfig
 from study.data import AUGMENTATIONS, DATASETS
 from study.data.augment import augment, crop_at, flip_where
-from study.data.datasets import load_dataset
+from study.data.datasets import load_dataset, trial_data
 from study.data.loader import BatchLoader
 from study.errors import StudyError
 
@@ -88,6 +89,29 @@ def test_synthetic_takes_any_size():
 def test_subset_cuts_to_num_train():
     data = load_dataset("digits", num_train=200, num_test=100)
     assert len(data.train_y) == 200 and len(data.test_y) == 100
+
+
+def test_the_validation_split_is_fixed_by_the_data_and_split_seed_alone():
+    """Every trial, whatever its seed or num_train, validates on the same held-out images, and
+    trains on none of them; val_size 0 is the report's protocol: the whole split trains."""
+    full = load_dataset("digits")
+    data = load_dataset("digits", val_size=0.1, split_seed=0)
+    assert len(data.val_y) == 135 and len(data.train_y) == 1347 - 135
+    assert torch.equal(data.test_x, full.test_x) and load_dataset("digits", val_size=0).val_x is None
+
+    def rows(x: torch.Tensor) -> set[bytes]:
+        return {bytes(image.flatten().tolist()) for image in x}
+
+    assert not rows(data.val_x) & rows(data.train_x)  # digits has no duplicate images across the split
+    assert rows(data.val_x) | rows(data.train_x) == rows(full.train_x)
+    cut = load_dataset("digits", num_train=200, val_size=0.1, split_seed=0)
+    assert torch.equal(cut.val_x, data.val_x) and len(cut.train_y) == 200  # num_train takes from the rest
+    assert torch.equal(load_dataset("digits", val_size=135, split_seed=0).val_y, data.val_y)  # a count
+    other = load_dataset("digits", val_size=0.1, split_seed=1)
+    assert not torch.equal(other.val_x, data.val_x)
+    for seed in (0, 1):  # the trial's own seed plays no part
+        cfg = TrialConfig(dataset="digits", seed=seed)
+        assert torch.equal(trial_data(cfg).val_x, data.val_x)
 
 
 def test_cifar_offline_is_one_clear_line(monkeypatch, tmp_path):

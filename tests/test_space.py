@@ -15,10 +15,12 @@ GOOD = """
 name: demo
 dataset: synthetic
 variants:
-  small: {model: cnn, channels: 8}
-  mlp: {model: mlp, hidden: 64}
-baseline: mlp
+  small: {channels: 8}
+  wide: {channels: 16, batch_norm: true}
+baseline: wide
 space:
+  model: cnn
+  batch_norm: false
   seed: {grid: [0, 1, 2]}
   lr: {loguniform: [0.0001, 0.1]}
   dropout: {uniform: [0.0, 0.5]}
@@ -41,14 +43,13 @@ def test_every_domain_kind_converts_to_tune(write_yaml):
         64,
     )
     assert space["epochs"] == 3 and space["dataset"] == "synthetic"
-    names = [v["name"] for v in space["variant"]["grid_search"]]
-    assert names == ["small", "mlp"]
+    assert space["variant"] == tune.grid_search(["small", "wide"])
     assert space["study"] == {
         "experiment": "demo",
-        "baseline": "mlp",
+        "baseline": "wide",
         "max_t": 3,
-        "variants": ["small", "mlp"],
-        "metric": "test_acc",
+        "variants": ["small", "wide"],
+        "metric": "val_acc",
         "mode": "max",
         "searched": {
             "lr": {"kind": "loguniform", "values": [0.0001, 0.1]},
@@ -60,6 +61,19 @@ def test_every_domain_kind_converts_to_tune(write_yaml):
     assert spec.num_trials() == 3 * 2
     assert isinstance(make_scheduler(spec), ASHAScheduler)
     assert make_search(spec) is None
+
+
+def test_tune_holds_every_field_a_trial_runs_with_at_the_top_level(write_yaml):
+    """A Ray user reads `result.config["channels"]`: a variant's fields are not nested under it."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    configs = [config for _, config in generate_variants({"config": param_space(load_spec(write_yaml(GOOD)))})]
+    assert len(configs) == 6
+    for config in configs:
+        config = config["config"]
+        expected = {"small": (8, False), "wide": (16, True)}[config["variant"]]
+        assert (config["channels"], config["batch_norm"]) == expected  # the variant's, else the file's
+        assert (config["val_size"], config["split_seed"]) == (0.1, 0)  # the split, defaults or not
 
 
 def test_fifo_and_optuna(write_yaml):
@@ -145,7 +159,16 @@ BAD = [
     ("scheduler: {type: hyperband}\n", "scheduler.type: expected one of asha, fifo, got 'hyperband'"),
     ("scheduler: {reduction_factor: 1}\n", "scheduler.reduction_factor: expected a value >= 2 and <= 100, got 1"),
     ("search: {type: optuna}\nspace: {seed: {grid: [0, 1]}}\n", "space.seed.grid: optuna samples its points"),
-    ("metric: accuracy\n", "metric: expected one of test_acc"),
+    ("metric: accuracy\n", "metric: expected one of val_acc, val_loss, test_acc"),
+    ("space: {val_size: 0}\n", "metric: val_acc needs a validation split, but val_size is 0"),
+    ("space: {val_size: 2.5}\n", "space.val_size: expected a fraction in [0, 1) of the train split, or a whole count"),
+    ("dataset: digits\nspace: {val_size: 1347}\n", "space.val_size: 1347 holds out 1347 of the 1347 images"),
+    ("dataset: digits\nspace: {num_train: 1300}\n", "space.num_train: 1300 is more than the 1212 images"),
+    (
+        "variants: {m: {model: mlp}}\nspace: {fc_width: 64}\n",
+        "space.fc_width: model mlp (variant m) does not read fc_width, a field of cnn",
+    ),
+    ("space: {model: resnet18, channels: 8}\n", "space.channels: model resnet18 does not read channels"),
     ("variants: {a: {model: cnn}}\nbaseline: b\n", "baseline: expected one of the variants (a), got 'b'"),
     ("variants: {a: {channels: -1}}\n", "variants.a.channels: expected an integer >= 1 and <= 2048, got -1"),
     ("resources: {gpu: 1.5}\n", "resources.gpu: fractions are for sharing one GPU"),

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from study.config import TrialConfig
-from study.data.datasets import load_dataset
+from study.data.datasets import trial_data
 from study.errors import StudyError
 from study.train import Trainer
 
@@ -18,7 +18,7 @@ def tiny(**changes) -> TrialConfig:
 
 
 def data_for(cfg: TrialConfig):
-    return load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test)
+    return trial_data(cfg)
 
 
 @pytest.mark.parametrize("model", ["cnn", "mlp"])
@@ -38,6 +38,8 @@ def test_epoch_metrics_are_complete_and_sane():
         "train_acc",
         "train_eval_loss",
         "train_eval_acc",
+        "val_loss",
+        "val_acc",
         "test_loss",
         "test_acc",
         "epoch_time_s",
@@ -45,7 +47,9 @@ def test_epoch_metrics_are_complete_and_sane():
         "diverged",
     }
     assert metrics["epoch"] == 1 and 0 <= metrics["test_acc"] <= 1 and metrics["images_per_s"] > 0
-    assert metrics["diverged"] is False
+    assert 0 <= metrics["val_acc"] <= 1 and metrics["diverged"] is False
+    cfg = tiny(val_size=0)  # the report's protocol: every train image trains, nothing to validate on
+    assert "val_acc" not in Trainer(cfg, data_for(cfg)).run_epoch()
 
 
 def test_same_seed_same_run_other_seed_other_run():

@@ -59,14 +59,14 @@ def test_tuner_with_asha_reports_stops_and_checkpoints(ray_session, write_yaml, 
 
     best = results.get_best_result(metric="test_acc", mode="max")
     cfg = trial_config(best.config)
-    from study.data.datasets import load_dataset
+    from study.data.datasets import trial_data
     from study.train import Trainer
 
-    trainer = Trainer(cfg, load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test))
+    trainer = Trainer(cfg, trial_data(cfg))
     with best.checkpoint.as_directory() as folder:
         trainer.load(os.path.join(folder, CHECKPOINT_FILE))
     assert trainer.epoch == best.metrics["epoch"]
-    fresh = Trainer(cfg, load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test))
+    fresh = Trainer(cfg, trial_data(cfg))
     assert not torch.equal(trainer.model.features[0].weight, fresh.model.features[0].weight)  # trained weights
     # The loaded model scores what the trial reported for that epoch.
     test = trainer.test_loader

@@ -10,13 +10,18 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from study.data.cache import load_cached, undo_first_load
 from study.data.catalog import DATASETS, OFFLINE_DATASETS
+from study.data.split import hold_out, val_count
 from study.errors import StudyError, reason
+
+if TYPE_CHECKING:
+    from study.config import TrialConfig
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,8 @@ class ImageData:
     classes: tuple[str, ...]
     mean: tuple[float, ...]  # per channel, pixel values scaled to [0, 1]
     std: tuple[float, ...]
+    val_x: torch.Tensor | None = None  # (V, 3, 32, 32) uint8, held out of the train split; None = no split
+    val_y: torch.Tensor | None = None  # (V,) int64
 
     @property
     def num_classes(self) -> int:
@@ -53,10 +60,11 @@ def channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float,
     return tuple((mean / 255).tolist()), tuple((std / 255).clamp_min(1e-3).tolist())
 
 
-def image_data(train_x, train_y, test_x, test_y, classes) -> ImageData:
+def image_data(train_x, train_y, test_x, test_y, classes, val_x=None, val_y=None) -> ImageData:
     """An ImageData with the train split's channel stats and int64 labels."""
     mean, std = channel_stats(train_x)
-    return ImageData(train_x, train_y.long(), test_x, test_y.long(), tuple(classes), mean, std)
+    val_y = None if val_y is None else val_y.long()
+    return ImageData(train_x, train_y.long(), test_x, test_y.long(), tuple(classes), mean, std, val_x, val_y)
 
 
 def subset(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,9 +76,18 @@ def subset(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torc
 
 
 @functools.lru_cache(maxsize=2)
-def load_dataset(name: str, data_dir: str = "~/.cache/cifar-study", num_train: int = 0, num_test: int = 0) -> ImageData:
-    """Load dataset `name`, cut to `num_train`/`num_test` images (0 = all).
+def load_dataset(
+    name: str,
+    data_dir: str = "~/.cache/cifar-study",
+    num_train: int = 0,
+    num_test: int = 0,
+    val_size: float = 0.0,
+    split_seed: int = 0,
+) -> ImageData:
+    """Load dataset `name`: a validation split held out of train, then cut to `num_train`/`num_test`.
 
+    `val_size` is a fraction of the train split or a count (0 = no validation split, the whole
+    split trains); see `hold_out`. `num_train` then takes its images (0 = all) from what is left.
     Cached per process (a Ray worker that runs several trials holds each dataset once) and per
     machine (`study.data.cache`: a new worker memory-maps what the first load wrote). A cut
     takes its images from the whole split, so one cache serves every num_train.
@@ -79,11 +96,24 @@ def load_dataset(name: str, data_dir: str = "~/.cache/cifar-study", num_train: i
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise StudyError(f"data_dir: {data_dir} is a file; expected a folder (for the dataset and its cache)")
     data = load_cached(name, loader, data_dir, num_train=num_train, num_test=num_test)
-    train_x, train_y = subset(data.train_x, data.train_y, num_train)
+    train_x, train_y, val_x, val_y = data.train_x, data.train_y, None, None
+    count = val_count(val_size, len(train_y))
+    if count >= len(train_y):
+        raise StudyError(
+            f"val_size: {val_size:g} holds out {count} of the {len(train_y)} {name} train images; leave some to train on"
+        )
+    if count:
+        train_x, train_y, val_x, val_y = hold_out(train_x, train_y, count, split_seed)
+    train_x, train_y = subset(train_x, train_y, num_train)
     test_x, test_y = subset(data.test_x, data.test_y, num_test)
-    if len(train_y) == len(data.train_y) and len(test_y) == len(data.test_y):
+    if not count and len(train_y) == len(data.train_y) and len(test_y) == len(data.test_y):
         return data
-    return image_data(train_x, train_y, test_x, test_y, data.classes)
+    return image_data(train_x, train_y, test_x, test_y, data.classes, val_x, val_y)
+
+
+def trial_data(cfg: TrialConfig) -> ImageData:
+    """The data one trial trains, validates and tests on (see `load_dataset`)."""
+    return load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test, cfg.val_size, cfg.split_seed)
 
 
 # --- torchvision CIFAR -------------------------------------------------------------------

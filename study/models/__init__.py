@@ -20,6 +20,15 @@ if TYPE_CHECKING:
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
+def model_fields() -> dict[str, list[str]]:
+    """Each config field some model reads -> the models that read it (their factories' options)."""
+    fields: dict[str, list[str]] = {}
+    for name in MODELS.names():
+        for option in MODELS.options(name):
+            fields.setdefault(option, []).append(name)
+    return fields
+
+
 def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build the registered model `name` for `num_classes` outputs."""
     return MODELS.get(name)(num_classes, **kwargs)
@@ -49,4 +58,4 @@ def resnet18(num_classes: int, *, pretrained: bool, input_size: int) -> nn.Modul
     return ResNet18(num_classes, pretrained=pretrained, input_size=input_size)
 
 
-__all__ = ["MODELS", "create_model"]
+__all__ = ["MODELS", "create_model", "model_fields"]
