@@ -105,6 +105,11 @@ def add_override_args(parser: argparse.ArgumentParser) -> None:
     over = parser.add_argument_group("overrides (replace the file's values, checked the same way)")
     over.add_argument("--dataset", help="dataset registry name, e.g. digits, synthetic, cifar100")
     over.add_argument("--data-dir", help="where datasets are cached (default ~/.cache/cifar-study)")
+    over.add_argument(
+        "--metric",
+        help="what every selection reads (ASHA, search, best trial, export): val_acc (default), val_loss, or "
+        "test_acc / test_loss, marked 'selected on test' in the tables (with --set val_size=0: the report's protocol)",
+    )
     over.add_argument("--num-samples", type=int, help="repeats of the grid, or samples for random/optuna")
     over.add_argument(
         "--max-epochs",
@@ -136,6 +141,7 @@ def add_override_args(parser: argparse.ArgumentParser) -> None:
 
 OVERRIDES = (
     "dataset",
+    "metric",
     "data_dir",
     "num_samples",
     "max_epochs",
@@ -181,6 +187,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"{search_kind(spec)}, {scheduler}); checkpoints up to {largest_mb:,.0f} MB each, "
             f"at most {total_gb:,.1f} GB on disk ({trials} trial{'s' * (trials != 1)} x {spec.keep_checkpoints} kept)"
         )
+        print(f"{path}: {spec.selection_note()}")
         if spec.repeats_note():
             print(f"{path}: {spec.repeats_note()}")
         if spec.resources.gpu is None and spec.wants_cuda():

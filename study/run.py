@@ -242,10 +242,12 @@ def check_signature(path: str) -> None:
     )
 
 
-def write_environment(experiment_path: str, command: Sequence[str], resumed: bool = False) -> None:
-    """Record what produced this run (environment.json); a resume appends its own record."""
+def write_environment(
+    experiment_path: str, command: Sequence[str], spec: StudySpec, resumed: bool = False
+) -> None:
+    """Record what produced this run (environment.json), and what it selects on; a resume appends its own record."""
     target = storage.join(experiment_path, ENVIRONMENT_FILE)
-    record = collect(command)
+    record = {**collect(command), "selection": spec.selection()}
     if resumed and storage.is_file(target):
         previous = json.loads(storage.read_text(target))
         previous.setdefault("resumes", []).append(record)
@@ -278,7 +280,7 @@ def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[st
     experiments_made.append(path)
     banner(plan.spec, path, resources)
     storage.write_text(storage.join(path, SPEC_FILE), plan.spec.text)
-    write_environment(path, command)
+    write_environment(path, command, plan.spec)
     return fit(make_tuner(plan.spec, path, resources), path)
 
 
@@ -289,7 +291,7 @@ def resume_experiment(path: str, resources: dict[str, float], command: Sequence[
     set_state_save_period(spec.num_trials())
     tuner = restore_tuner(path, resources, spec)  # before anything is written: it may refuse
     banner(spec, path, resources, resumed=True)
-    write_environment(path, command, resumed=True)
+    write_environment(path, command, spec, resumed=True)
     return fit(tuner, path)
 
 
@@ -322,6 +324,7 @@ def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: boo
         f"{epochs} epoch{'s' * (epochs != 1)}, {resources['cpu']:g} CPU + {resources['gpu']:g} GPU each -> {path}",
         flush=True,
     )
+    print(f"[study] {spec.selection_note()}", flush=True)
     note = spec.repeats_note()
     if note and not resumed:
         print(f"[study] {note}", flush=True)

@@ -148,6 +148,29 @@ class StudySpec:
             "(for more seeds, list them: seed: {grid: [...]})"
         )
 
+    def selection(self) -> dict[str, Any]:
+        """What every selection reads: the metric, and the validation split(s) the trials hold out."""
+        configs = self.trial_configs()
+        return {
+            "metric": self.metric,
+            "mode": self.mode,
+            "dataset": self.dataset,
+            "val_size": sorted({c.val_size for c in configs}),
+            "split_seed": sorted({c.split_seed for c in configs}),
+        }
+
+    def selection_note(self) -> str:
+        """One line: what ASHA, the search, the best trial and export select on."""
+        chosen = self.selection()
+        sizes = ", ".join(f"{v:.0%}" if 0 < v < 1 else f"{v:g} images" for v in chosen["val_size"])
+        if chosen["val_size"] == [0]:
+            split = "no validation split (val_size 0: every train image trains)"
+        else:
+            seeds = ", ".join(map(str, chosen["split_seed"]))
+            split = f"validation split: {sizes} of the train split held out (split_seed {seeds})"
+        on_test = "; selected on test: the tables mark those numbers" if self.metric.startswith("test_") else ""
+        return f"selection: {self.metric} ({self.mode}); {split}{on_test}"
+
     def num_trials(self) -> int:
         """Trials Tune will create: grid points x variants x num_samples (optuna: num_samples)."""
         grid = 1
@@ -238,6 +261,7 @@ def parse_spec(raw: Mapping[str, Any], source: str, overrides: Mapping[str, Any]
 # Flag -> (the dataclass and field that check its value). The flags' own names appear in errors.
 FLAG_FIELDS: dict[str, tuple[type, str]] = {
     "dataset": (StudySpec, "dataset"),
+    "metric": (StudySpec, "metric"),
     "num_samples": (StudySpec, "num_samples"),
     "max_failures": (StudySpec, "max_failures"),
     "tensorboard": (StudySpec, "tensorboard"),
@@ -296,7 +320,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     space_raw = raw.get("space") or {}
     space = dict(space_raw) if isinstance(space_raw, dict) else space_raw
     for key, value in overrides.items():
-        if key in ("name", "dataset", "num_samples", "max_failures", "tensorboard"):
+        if key in ("name", "dataset", "metric", "num_samples", "max_failures", "tensorboard"):
             raw[key] = value
         elif key in ("data_dir", "seed"):
             space[key] = value  # a fixed value replaces the file's grid, e.g. --seed 3
@@ -438,6 +462,12 @@ def check_spec(spec: StudySpec) -> None:
         )
     if spec.num_trials() > MAX_TRIALS:
         raise StudyError(f"{where(src, 'space')}{spec.num_trials()} trials; at most {MAX_TRIALS} in one study")
+    better = "min" if spec.metric.endswith("_loss") else "max"
+    if spec.mode != better:
+        raise StudyError(
+            f"{where(src, 'mode')}{spec.metric} is better when {'lower' if better == 'min' else 'higher'}, "
+            f"so mode must be {better}, got {spec.mode!r}"
+        )
     configs = spec.trial_configs()  # every combination builds a valid TrialConfig
     check_model_fields(spec)
     if spec.metric.startswith("val_") and any(c.val_size == 0 for c in configs):

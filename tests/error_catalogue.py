@@ -210,7 +210,7 @@ CASES = [
     ),
     Case(
         "num_train above the dataset's split",
-        "space.num_train: 5000 is more than the 1347 images of the digits train split",
+        "space.num_train: 5000 is more than the 1212 images of the digits train split left after the validation split",
         run_file(TINY.replace("synthetic", "digits").replace("num_train: 128", "num_train: 5000")),
     ),
     Case(
@@ -235,6 +235,26 @@ CASES = [
     Case("imagefolder: a truncated JPEG", "x.jpg: unreadable image", imagefolder("truncated")),
     Case("imagefolder: a zero-byte PNG", "empty.png: unreadable image", imagefolder("empty")),
     Case("imagefolder: one class", "1 class folder(s); a classifier needs at least 2", imagefolder("one class")),
+    Case(
+        "selection on validation without a split",
+        "metric: val_acc needs a validation split, but val_size is 0",
+        run_file(tiny_with("val_size: 0")),
+    ),
+    Case(
+        "a split that leaves nothing to train",
+        "space.val_size: 1347 holds out 1347 of the 1347 images",
+        run_file(TINY.replace("synthetic", "digits").replace("  num_train: 128\n", "") + "  val_size: 1347\n"),
+    ),
+    Case(
+        "a loss maximised",
+        "mode: val_loss is better when lower, so mode must be min",
+        run_file(TINY, "--metric", "val_loss"),
+    ),
+    Case(
+        "a field the trial's model does not read",
+        "space.fc_width: model mlp (variant m) does not read fc_width, a field of cnn",
+        run_file(TINY.replace("  model: cnn\n", "").replace("  channels: 8\n", "") + "variants: {m: {model: mlp}}\n"),
+    ),
     Case("an unknown flag", "unrecognized arguments: --frobnicate", run_file(TINY, "--frobnicate")),
     Case(
         "export: `--out` in a missing folder",

@@ -160,6 +160,7 @@ BAD = [
     ("scheduler: {reduction_factor: 1}\n", "scheduler.reduction_factor: expected a value >= 2 and <= 100, got 1"),
     ("search: {type: optuna}\nspace: {seed: {grid: [0, 1]}}\n", "space.seed.grid: optuna samples its points"),
     ("metric: accuracy\n", "metric: expected one of val_acc, val_loss, test_acc"),
+    ("metric: val_loss\n", "mode: val_loss is better when lower, so mode must be min, got 'max'"),
     ("space: {val_size: 0}\n", "metric: val_acc needs a validation split, but val_size is 0"),
     ("space: {val_size: 2.5}\n", "space.val_size: expected a fraction in [0, 1) of the train split, or a whole count"),
     ("dataset: digits\nspace: {val_size: 1347}\n", "space.val_size: 1347 holds out 1347 of the 1347 images"),
