@@ -13,8 +13,6 @@ from study.schema import CHECKPOINT_FILE, trial_config
 from study.space import load_spec
 from study.tuner import make_tuner
 
-pytestmark = pytest.mark.slow
-
 # Two learning rates, one hopeless: ASHA must stop the hopeless trials at its first rung.
 # cpu: 2 runs the trials one at a time on the 2-CPU test Ray, so the rung order is fixed:
 # a good trial always records first, and each hopeless one lands below the rung's median.
@@ -38,6 +36,7 @@ space:
 """
 
 
+@pytest.mark.slow
 def test_tuner_with_asha_reports_stops_and_checkpoints(ray_session, write_yaml, tmp_path):
     spec = load_spec(write_yaml(ASHA_SPACE))
     tuner = make_tuner(spec, str(tmp_path / "asha_test"), {"cpu": 2, "gpu": 0})
@@ -57,7 +56,8 @@ def test_tuner_with_asha_reports_stops_and_checkpoints(ray_session, write_yaml, 
     assert max(epochs[0.003]) == 3  # the best trial ran to max_t
     assert min(epochs[0.0000001]) < 3, f"ASHA stopped nothing early: {epochs}"
 
-    best = results.get_best_result(metric="test_acc", mode="max")
+    best = results.get_best_result(metric="val_acc", mode="max")  # selection reads validation, as README shows
+    assert best.config["channels"] == 8 and best.config["val_size"] == 0.1  # every field at the top level
     cfg = trial_config(best.config)
     from study.data.datasets import trial_data
     from study.train import Trainer
@@ -97,6 +97,7 @@ space:
 """
 
 
+@pytest.mark.slow
 def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     space = write_yaml(QUICK)
     code, out, err = run_cli("run", space, "--storage-path", str(tmp_path), "--name", "exp")
@@ -134,6 +135,13 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     assert env["command"] == ["study", "run", space, "--storage-path", str(tmp_path), "--name", "exp"]
     assert env["hostname"] == socket.gethostname() and env["cpu_count"] == os.cpu_count() and env["gpus"] == []
     assert "git_commit" in env and "git_dirty" in env
+    assert env["selection"] == {
+        "metric": "val_acc",
+        "mode": "max",
+        "dataset": "digits",
+        "val_size": [0.1],
+        "split_seed": [0],
+    }
     assert "environment of exp: cifar-study " in out and f"torch {env['versions']['torch']}" in out
 
     raw = pd.read_csv(exp / "analysis" / "results.csv")
@@ -142,7 +150,8 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     last = raw.sort_values("epoch").groupby("trial_id").tail(1)
     for variant, g in last.groupby("variant"):
         assert per_variant.loc[variant, "trials"] == 2 == g["config_seed"].nunique()
-        assert per_variant.loc[variant, "final_test_acc"] == pytest.approx(g["test_acc"].mean())
+        assert per_variant.loc[variant, "test_acc"] == pytest.approx(g["test_acc"].mean())
+        assert per_variant.loc[variant, "at_epoch"] == 2 and per_variant.loc[variant, "selected_on"] == "val_acc"
     # Each epoch's costs are columns too: memory on every row, the write where a checkpoint was made.
     assert raw["rss_mb"].gt(0).all() and raw["threads"].eq(1).all() and raw["data_s"].ge(0).all()
     assert raw.loc[raw["epoch"] == 2, "checkpoint_mb"].gt(0).all()  # the last epoch is always saved
@@ -169,8 +178,8 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     effects = pd.read_csv(exp / "analysis" / "effects.csv")
     assert list(effects["variant"]) == ["cnn"] and effects["baseline"][0] == "mlp" and effects["at_epoch"][0] == 2
     # FIFO: every trial ran both epochs, so the effect is the difference of the final means.
-    assert effects["effect"][0] == pytest.approx(
-        per_variant.loc["cnn", "final_test_acc"] - per_variant.loc["mlp", "final_test_acc"]
+    assert effects["diff_pp"][0] == pytest.approx(
+        100 * (per_variant.loc["cnn", "test_acc"] - per_variant.loc["mlp", "test_acc"])
     )
 
     # Resuming it finds nothing left to run: its tables, no Ray run, no resume record.
@@ -232,29 +241,7 @@ def test_eta_callback_counts_shrinks_plan_and_survives_restore():
     assert restored.done == 4 and "ETA <= 10s" in restored.line(restored.start + 10)
 
 
-def test_an_old_studys_pickled_warm_tables_callback_still_loads_and_does_nothing():
-    """Studies made from fb3d2c7 to 878c88c pickled a `WarmTables` callback (with a reference to
-    `import_tables`) into tuner.pkl; a resume unpickles it. It must load, and start no thread."""
-    import pickle
-    import threading
-    from types import SimpleNamespace
-
-    from ray.tune.experiment import Trial
-
-    from study import warm
-
-    # Pickled as the old class was: the class by name, its fields, the function by name.
-    fields = {"planned": 3, "warm": warm.import_tables, "started": True}
-    old = warm.WarmTables()
-    old.__dict__.update(fields)
-    restored = pickle.loads(pickle.dumps(old))
-    assert vars(restored) == fields
-    before = threading.active_count()
-    done = SimpleNamespace(status=Trial.TERMINATED)
-    restored.on_trial_complete(0, [done, done, done], done)  # Tune's base Callback: nothing
-    assert threading.active_count() == before
-
-
+@pytest.mark.slow
 def test_resuming_state_that_names_code_this_version_lacks_is_one_line_and_writes_nothing(
     ray_session, write_yaml, tmp_path, monkeypatch
 ):
@@ -311,6 +298,7 @@ space:                       # no seed in the space: the status table must not a
 """
 
 
+@pytest.mark.slow
 def test_a_reused_worker_gives_each_trial_a_fresh_model_optimiser_and_generator(ray_session, write_yaml, tmp_path):
     """Three trials of one config, one after another in one reused worker: identical results,
     which they would not be if any weights, optimiser moments or random state carried over."""
@@ -393,6 +381,7 @@ space:
 """
 
 
+@pytest.mark.slow
 def test_a_resumed_study_keeps_ashas_rungs(ray_session, run_cli, write_yaml, tmp_path, capsys):
     from study import run
 
@@ -419,4 +408,4 @@ def test_the_status_table_shows_what_varies_and_never_the_whole_config(write_yam
         "channels": "channels",
         "lr": "lr",
     }
-    assert columns("variants: {a: {channels: 8}}\nspace: {seed: 0}\n") == {"variant/name": "variant", "seed": "seed"}
+    assert columns("variants: {a: {channels: 8}}\nspace: {seed: 0}\n") == {"variant": "variant", "seed": "seed"}
