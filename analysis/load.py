@@ -36,7 +36,7 @@ METRIC_COLUMNS = [
     "time_this_iter_s",
     "time_total_s",
     "replayed",  # reported again after a crash, from the checkpoint's record (see study.checkpoints)
-    # What the epoch cost beyond training (see README "What it costs, measured"):
+    # What the epoch cost beyond training (see docs/performance.md):
     "data_s",
     "device",
     "threads",

@@ -1,4 +1,4 @@
-"""Learning curves: test accuracy (%), test loss and train loss against epoch; a line per variant, a band over seeds."""
+"""Learning curves: validation and test accuracy (%), test and train loss against epoch; a line per variant, a band over seeds."""
 
 from __future__ import annotations
 
@@ -42,11 +42,13 @@ def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
 
     rows = frame[frame["experiment"] == experiment]
     panels = (  # (metric, title, scale: accuracy in % as in the tables, losses on a log axis)
+        ("val_acc", "validation accuracy (%)", 100.0),  # what selection reads
         ("test_acc", "test accuracy (%)", 100.0),
         ("test_loss", "test loss", None),
         ("train_loss", "train loss", None),
     )
-    fig, axes = plt.subplots(1, len(panels), figsize=(16, 4.2))
+    panels = tuple(p for p in panels if p[0] in rows and rows[p[0]].notna().any())
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.3 * len(panels), 4.2))
     styles = zip(itertools.cycle(("-", "--", ":", "-.")), itertools.cycle(("o", "s", "^", "D", "v")), strict=False)
     colors = itertools.cycle(plt.cm.tab10.colors)
     for variant, trials in rows.groupby("variant", sort=False):

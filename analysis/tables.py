@@ -419,4 +419,7 @@ def best_trials(frame: pd.DataFrame, top: int = 10) -> pd.DataFrame:
         "status",
     ]
     cols = [c for c in cols if c in trials]
-    return trials.sort_values("rank_key", ascending=False)[cols].head(top).reset_index(drop=True)
+    ranked = trials.sort_values(
+        ["rank_key", "trial_dir" if "trial_dir" in trials else "trial_id"], ascending=[False, True], kind="stable"
+    )  # ties: as `study export` breaks them
+    return ranked[cols].head(top).reset_index(drop=True)

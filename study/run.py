@@ -242,9 +242,7 @@ def check_signature(path: str) -> None:
     )
 
 
-def write_environment(
-    experiment_path: str, command: Sequence[str], spec: StudySpec, resumed: bool = False
-) -> None:
+def write_environment(experiment_path: str, command: Sequence[str], spec: StudySpec, resumed: bool = False) -> None:
     """Record what produced this run (environment.json), and what it selects on; a resume appends its own record."""
     target = storage.join(experiment_path, ENVIRONMENT_FILE)
     record = {**collect(command), "selection": spec.selection()}
@@ -381,7 +379,7 @@ def stop_signals() -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
-EXPORTED_METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
+EXPORTED_METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
 
 def export_best(experiment: str, trial: str | None, out: str) -> dict[str, Any]:
@@ -406,7 +404,10 @@ def export_best(experiment: str, trial: str | None, out: str) -> dict[str, Any]:
                 f"--trial {trial}: no such trial in {path}; trials: {', '.join(sorted(last['trial_dir']))}"
             )
     else:
-        chosen = last.dropna(subset=[spec.metric]).sort_values(spec.metric, ascending=spec.mode == "min").head(1)
+        ranked = last.dropna(subset=[spec.metric]).sort_values(  # ties: the first trial folder by name
+            [spec.metric, "trial_dir"], ascending=[spec.mode == "min", True], kind="stable"
+        )
+        chosen = ranked.head(1)
         if chosen.empty:
             raise StudyError(f"{path}: no trial reported {spec.metric}; nothing to export")
     name = chosen.iloc[0]["trial_dir"]

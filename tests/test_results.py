@@ -13,9 +13,6 @@ import torch
 from tests.test_errors import assert_bad_input
 from tests.test_tune import QUICK
 
-pytestmark = pytest.mark.slow
-
-
 # Every epoch checkpointed (and kept: 2 epochs, keep_checkpoints 2), for the export tests; runs
 # meant to pool with the experiment below are made the same way.
 EVERY_EPOCH = ("--set", "checkpoint_every=1")
@@ -32,6 +29,7 @@ def experiment(ray_session, tmp_path_factory):
     return root / "exp"
 
 
+@pytest.mark.slow
 def test_export_then_predict_answers_as_the_trial_evaluated(experiment, run_cli, tmp_path):
     from PIL import Image
 
@@ -43,8 +41,8 @@ def test_export_then_predict_answers_as_the_trial_evaluated(experiment, run_cli,
     assert code == 0, err
     results = pd.read_csv(experiment / "analysis" / "results.csv")
     last = results.sort_values("epoch").groupby("trial_id").tail(1)
-    best = last.loc[last["test_acc"].idxmax()]
-    assert f"exported {best['trial_dir']} " in printed  # the file's metric (test_acc, max) picks it
+    best = last.sort_values(["val_acc", "trial_dir"], ascending=[False, True]).iloc[0]
+    assert f"exported {best['trial_dir']} " in printed  # the file's metric (val_acc, max) picks it
 
     raw = torch.load(out, weights_only=True)  # plain tensors and containers: no pickle runs
     assert raw["format"] == FORMAT and raw["classes"] == [str(i) for i in range(10)] and len(raw["mean"]) == 3
@@ -70,6 +68,7 @@ def test_export_then_predict_answers_as_the_trial_evaluated(experiment, run_cli,
         assert len(line.split(", ")) == 3
 
 
+@pytest.mark.slow
 def test_export_labels_the_weights_with_the_metrics_of_their_own_epoch(experiment, run_cli, tmp_path):
     """A trial whose newest checkpoint is older than its last epoch (stopped or crashed between
     two checkpoints) exports that checkpoint with that epoch's metrics, and says so."""
@@ -86,7 +85,7 @@ def test_export_labels_the_weights_with_the_metrics_of_their_own_epoch(experimen
     code, printed, err = run_cli("export", str(copy), "--trial", trial, "--out", str(tmp_path / "m.pt"))
     assert code == 0, err
     epoch1 = results[(results["trial_dir"] == trial) & (results["epoch"] == 1)].iloc[0]
-    assert f"(epoch 1, test_acc {epoch1['test_acc']:.4f}; its newest checkpoint, the trial ran to epoch 2)" in printed
+    assert f"(epoch 1, val_acc {epoch1['val_acc']:.4f}; its newest checkpoint, the trial ran to epoch 2)" in printed
     model, info = load_model(str(tmp_path / "m.pt"))
     assert info["metrics"]["epoch"] == 1 and info["metrics"]["test_acc"] == pytest.approx(epoch1["test_acc"])
     cfg = info["config"]
@@ -95,6 +94,7 @@ def test_export_labels_the_weights_with_the_metrics_of_their_own_epoch(experimen
     assert accuracy == pytest.approx(epoch1["test_acc"], abs=1e-6)  # the weights are epoch 1's
 
 
+@pytest.mark.slow
 def test_export_a_named_trial_and_bad_inputs(experiment, run_cli, tmp_path):
     trials = sorted(p.name for p in experiment.iterdir() if p.name.startswith(("mlp-", "cnn-")))
     code, printed, err = run_cli("export", str(experiment), "--trial", trials[0], "--out", str(tmp_path / "m.pt"))
@@ -115,6 +115,7 @@ def test_export_a_named_trial_and_bad_inputs(experiment, run_cli, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_runs_of_one_name_stay_apart_unless_pooled_and_alike(experiment, run_cli, tmp_path):
     space = str(experiment.parent / "space.yaml")
     root = str(experiment.parent)
@@ -154,7 +155,6 @@ def test_runs_of_one_name_stay_apart_unless_pooled_and_alike(experiment, run_cli
 SEARCH = """
 name: search
 dataset: digits
-metric: test_acc
 mode: max
 num_samples: 6
 search: {type: optuna, seed: 0, max_concurrent: 2}
@@ -172,6 +172,7 @@ space:
 """
 
 
+@pytest.mark.slow
 def test_a_search_gets_search_tables_importance_plots_and_an_optuna_study(ray_session, run_cli, write_yaml, tmp_path):
     import optuna
 
@@ -179,8 +180,8 @@ def test_a_search_gets_search_tables_importance_plots_and_an_optuna_study(ray_se
     assert code == 0, err
     analysis = tmp_path / "s" / "analysis"
     best = pd.read_csv(analysis / "best_configurations.csv")
-    assert len(best) == 6 and {"lr", "augment", "channels", "test_acc", "epochs", "state"} <= set(best.columns)
-    assert list(best["test_acc"]) == sorted(best["test_acc"], reverse=True)  # mode max
+    assert len(best) == 6 and {"lr", "augment", "channels", "val_acc", "epochs", "state"} <= set(best.columns)
+    assert list(best["val_acc"]) == sorted(best["val_acc"], reverse=True)  # the default metric, mode max
     assert "Search: hyperparameter importance" in out
     per_variant = pd.read_csv(analysis / "per_variant.csv")
     assert list(per_variant["variant"]) == ["all"]  # sampled fields are the search, not 6 variants
@@ -229,6 +230,7 @@ def test_optuna_hears_of_an_asha_stop_as_pruned():
     assert finished.state == optuna.trial.TrialState.COMPLETE and finished.value == pytest.approx(0.3)
 
 
+@pytest.mark.slow
 def test_results_open_with_rays_own_api_as_readme_shows(experiment):
     """README: `Tuner.restore(path, trainable=study.entry.train_trial).get_results().get_dataframe()`."""
     from ray import tune
@@ -236,9 +238,13 @@ def test_results_open_with_rays_own_api_as_readme_shows(experiment):
     from study.entry import train_trial
 
     frame = tune.Tuner.restore(str(experiment), trainable=train_trial).get_results().get_dataframe()
-    assert len(frame) == 4 and {"test_acc", "epoch", "config/seed"} <= set(frame.columns)
+    assert len(frame) == 4 and {"val_acc", "test_acc", "epoch", "config/seed", "config/model"} <= set(frame.columns)
+    assert set(frame["config/variant"]) == {"mlp", "cnn"} and "config/variant/model" not in frame  # flat
+    best = tune.Tuner.restore(str(experiment), trainable=train_trial).get_results().get_best_result("val_acc", "max")
+    assert best.config["model"] in ("mlp", "cnn") and best.config["variant"] == best.config["model"]
 
 
+@pytest.mark.slow
 def test_a_resume_keeps_the_result_loggers_its_run_was_saved_with(experiment, tmp_path, monkeypatch):
     """Runs name their loggers (no TensorBoard by default); a run saved before that gets Tune's defaults."""
     import pickle
@@ -261,6 +267,7 @@ def test_a_resume_keeps_the_result_loggers_its_run_was_saved_with(experiment, tm
         assert os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == auto, path
 
 
+@pytest.mark.slow
 def test_a_report_file_run_offline_is_compared_honestly(ray_session, run_cli, tmp_path):
     """The report's dropout ablation on digits, shrunk: Holm-adjusted effects, the eval-mode gap,
     and no verdict against CIFAR-100 figures."""
