@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 
 import pytest
@@ -22,6 +23,20 @@ else:
 def pytest_sessionfinish(session, exitstatus):
     if RAY_TMPDIR is not None:  # session fixtures (the in-process Ray) are torn down by now
         shutil.rmtree(RAY_TMPDIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def fast_tests_start_no_ray_and_no_subprocess(request, monkeypatch):
+    """`pytest -m "not slow"` is the fast tier: a test not marked slow that starts Ray or a
+    subprocess fails, naming the mark it needs, so the tier stays what README says it is."""
+    if request.node.get_closest_marker("slow"):
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.name} starts Ray or a subprocess: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr("ray.init", refuse)
 
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: a real download that fails at once

@@ -31,6 +31,7 @@ class Case:
     what: str  # the bad input, as the docs name it
     fragment: str  # a part of the one line the CLI must print
     make: Callable[[str], list[str]]  # folder -> argv (after `study`); writes what it needs there
+    starts_ray: bool = False  # refused only once Ray knows the nodes: a slow test
 
 
 def write(folder: str, name: str, data: str | bytes) -> str:
@@ -227,6 +228,7 @@ CASES = [
         "device cuda on a machine without a GPU",
         "space.device: 'cuda' needs a GPU in each trial, but trials ask for 0 GPUs",
         run_file(TINY, "--set", "device=cuda"),
+        starts_ray=True,
     ),
     Case("resume: a missing folder", "no such experiment folder", resume_of("missing")),
     Case("resume: not a study folder", "not a study experiment folder (no study.yaml)", resume_of("plain")),

@@ -236,6 +236,7 @@ def test_tables_keep_the_frames_variant_order():
     assert list(per_variant(frame)["variant"]) == ["zeta", "alpha"]
 
 
+@pytest.mark.slow
 def test_the_analysis_imports_no_ray():
     """Reading results must not need Ray (nor run its pickles): a fresh interpreter proves it."""
     import subprocess

@@ -21,8 +21,6 @@ import yaml
 
 from tests.processes import experiment_rows, free_port, stop_cluster
 
-pytestmark = pytest.mark.slow
-
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
@@ -105,6 +103,7 @@ def two_nodes():
     cluster.stop()
 
 
+@pytest.mark.slow
 def test_study_spreads_trials_over_both_nodes(two_nodes, write_yaml, tmp_path):
     shared = tmp_path / "shared"  # one folder both nodes see: they share this machine's disk
     proc = two_nodes.study("run", write_yaml(SMALL), "--storage-path", str(shared), "--name", "nodes")
@@ -120,6 +119,7 @@ def test_study_spreads_trials_over_both_nodes(two_nodes, write_yaml, tmp_path):
     assert compute["nodes"][0] == 2
 
 
+@pytest.mark.slow
 def test_trial_bigger_than_any_node_fails_at_once(two_nodes, write_yaml, tmp_path):
     # The cluster has 2 CPUs in all but no node has 2: Ray would leave such a trial PENDING forever.
     start = time.time()
@@ -132,6 +132,7 @@ def test_trial_bigger_than_any_node_fails_at_once(two_nodes, write_yaml, tmp_pat
     assert time.time() - start < 60 and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_fractional_gpus_pack_four_trials_on_one_gpu(write_yaml, tmp_path):
     # A logical GPU: Ray schedules on it like a real one; the trials themselves train on CPU here.
     cluster = Cluster(["--num-cpus=4", "--num-gpus=1"], [])
@@ -234,6 +235,7 @@ print(json.dumps({"alive_when_reached": alive_when_reached, "running": running})
 """
 
 
+@pytest.mark.slow
 def test_the_local_ray_stops_whole_with_its_monitor_killed_first():
     # Ray's autoscaler monitor hangs on SIGTERM once the GCS is gone, until Ray SIGKILLs it a
     # second later; release() kills it first. Every process the local Ray started is gone after.

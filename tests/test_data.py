@@ -323,6 +323,7 @@ print("after tuner:", "torch" in sys.modules)
 """
 
 
+@pytest.mark.slow
 def test_the_driver_imports_torch_only_to_make_a_machine_cache(tmp_path):
     """`study run`'s driver checks names, data and builds its Tuner without torch once the data is cached."""
     import subprocess

@@ -43,7 +43,9 @@ def files_under(folder) -> set[str]:
     return {os.path.relpath(os.path.join(d, n), folder) for d, dirs, files in os.walk(folder) for n in dirs + files}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.what for c in CASES])
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=pytest.mark.slow) if c.starts_ray else c for c in CASES], ids=[c.what for c in CASES]
+)
 def test_catalogue_case_is_one_line_exit_2_and_writes_nothing(case, tmp_path):
     argv = case.make(str(tmp_path))
     before = files_under(tmp_path)
@@ -79,6 +81,7 @@ def test_cifar_missing_offline(run_cli, write_yaml, tmp_path, monkeypatch):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_pretrained_weights_missing_offline(run_cli, write_yaml, tmp_path, monkeypatch):
     import torchvision.models._api as api
 
@@ -99,6 +102,7 @@ def test_more_gpus_than_any_node_fails_at_once(ray_session, run_cli, write_yaml,
     assert not (tmp_path / "r").exists() or not os.listdir(tmp_path / "r")
 
 
+@pytest.mark.slow
 def test_more_cpus_than_this_machine_fails_before_ray_starts(write_yaml, tmp_path):
     too_many = str((os.cpu_count() or 1) + 1)
     args = ["run", write_yaml(TINY), "--cpus-per-trial", too_many, "--storage-path", str(tmp_path / "r")]

@@ -15,8 +15,6 @@ from study.experiment_state import BACKUP_DIR
 from tests.processes import children_of, kill_tree, start_study, wait_for
 from tests.processes import result_rows as rows
 
-pytestmark = pytest.mark.slow
-
 CRASH_SPACE = """
 name: crash
 dataset: synthetic
@@ -56,6 +54,7 @@ def trial_dirs(exp: str) -> list[str]:
 
 
 @pytest.mark.parametrize("stale", [False, True], ids=["study-period", "stale-state"])
+@pytest.mark.slow
 def test_driver_sigkill_then_resume_loses_and_repeats_nothing(write_yaml, tmp_path, stale):
     space = write_yaml(CRASH_SPACE)
     exp = str(tmp_path / "crash")
@@ -142,6 +141,7 @@ space:
 """
 
 
+@pytest.mark.slow
 def test_killed_trial_worker_is_retried_from_its_checkpoint(write_yaml, tmp_path):
     exp = str(tmp_path / "worker")
     proc = start_study(
@@ -194,6 +194,7 @@ space:
 """
 
 
+@pytest.mark.slow
 def test_diverging_trial_stops_and_the_study_goes_on(ray_session, run_cli, write_yaml, tmp_path):
     code, out, err = run_cli("run", write_yaml(DIVERGE_SPACE), "--storage-path", str(tmp_path), "--name", "d")
     assert code == 0, err
@@ -209,6 +210,7 @@ def test_diverging_trial_stops_and_the_study_goes_on(ray_session, run_cli, write
     assert table.loc["wild", "diverged"] == 1 and table.loc["sane", "diverged"] == 0
 
 
+@pytest.mark.slow
 def test_checkpoint_scratch_folders_of_dead_writers_are_removed(tmp_path, monkeypatch):
     import tempfile
 

@@ -116,6 +116,7 @@ def test_config_rejects_bad_values_with_the_key():
         TrialConfig.from_dict({"chanels": 3})
 
 
+@pytest.mark.slow
 def test_compile_trains_and_checkpoints_stay_plain(tmp_path):
     """torch.compile runs forward and backward, and its checkpoint loads into an uncompiled model."""
     cfg = tiny(compile=True, max_steps_per_epoch=2)
