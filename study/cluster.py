@@ -59,7 +59,7 @@ started_here = False
 def connect(address: str | None) -> None:
     """Start a local, loopback-only Ray (no dashboard), or join the cluster at `address`.
 
-    A cluster given by --address keeps Ray's own settings (see README "On a cluster").
+    A cluster given by --address keeps Ray's own settings (see docs/cluster.md).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phone-home from offline machines
     if address and address != "auto":

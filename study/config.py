@@ -82,7 +82,7 @@ class TrialConfig:
     # N epochs, at the cost of up to N epochs repeated after a crash.
     checkpoint_every: int = option(0, _count(10_000, 0))
 
-    # --- speed (see README "Speed")
+    # --- speed (see docs/performance.md)
     device: str = option("auto", one_of(DEVICES))  # auto = cuda when the trial has a GPU
     precision: str = option("auto", one_of(PRECISIONS))  # auto = bf16 autocast on cuda, else fp32
     channels_last: bool | None = option(None)  # None = on for conv nets on cuda

@@ -2,7 +2,7 @@
 
 A file (with CLI overrides folded in) is read into a `StudySpec` before Ray starts. Every error
 is a `StudyError` whose one line names the source (the file and key, or the CLI flag); see
-docs/errors.md and README "Search-space files". Each key's type, default and bounds are stated
+docs/errors.md and docs/studies.md. Each key's type, default and bounds are stated
 once, on the dataclasses below, and checked by `study.checks.parse_dataclass`.
 """
 
