@@ -181,8 +181,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"{search_kind(spec)}, {scheduler}); checkpoints up to {largest_mb:,.0f} MB each, "
             f"at most {total_gb:,.1f} GB on disk ({trials} trial{'s' * (trials != 1)} x {spec.keep_checkpoints} kept)"
         )
-        if spec.repeats_note():
-            print(f"{path}: {spec.repeats_note()}")
+        for note in (spec.repeats_note(), spec.startup_note()):
+            if note:
+                print(f"{path}: {note}")
         if spec.resources.gpu is None and spec.wants_cuda():
             print(
                 f"{path}: note: device cuda needs a GPU in each trial; resources.gpu is unset, so trials get one "

@@ -322,9 +322,9 @@ def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: boo
         f"{epochs} epoch{'s' * (epochs != 1)}, {resources['cpu']:g} CPU + {resources['gpu']:g} GPU each -> {path}",
         flush=True,
     )
-    note = spec.repeats_note()
-    if note and not resumed:
-        print(f"[study] {note}", flush=True)
+    for note in (None if resumed else spec.repeats_note(), spec.startup_note()):
+        if note:
+            print(f"[study] {note}", flush=True)
 
 
 def fit(tuner: Any, path: str) -> Outcome:

@@ -77,7 +77,7 @@ def make_search(spec: StudySpec) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
+    sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=spec.search.startup_trials())
     search = AshaAwareOptunaSearch(sampler=sampler, max_t=spec.max_epochs())
     return ConcurrencyLimiter(search, max_concurrent=spec.search.max_concurrent)
 

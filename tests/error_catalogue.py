@@ -224,6 +224,11 @@ CASES = [
         run_file(TINY + "search: {type: optuna}\n"),
     ),
     Case(
+        "TPE's start-up trials in a search that is not optuna",
+        "search.n_startup_trials: only an optuna search has start-up trials, but search.type is grid",
+        run_file(TINY + "search: {n_startup_trials: 5}\n"),
+    ),
+    Case(
         "device cuda on a machine without a GPU",
         "space.device: 'cuda' needs a GPU in each trial, but trials ask for 0 GPUs",
         run_file(TINY, "--set", "device=cuda"),
