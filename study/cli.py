@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = sub.add_parser("resume", help="continue an interrupted experiment from its folder")
     resume.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the folder `study run` printed")
+    resume.add_argument(
+        "--num-samples",
+        type=int,
+        help="grow an optuna search to N trials in all (more than its num_samples), finished or not",
+    )
     add_cluster_args(resume, storage=False)
     add_trust_arg(resume)
 
@@ -236,6 +241,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not storage.exists(path):
         raise StudyError(f"{args.experiment}: no such experiment folder")
     spec = run.read_spec(path)
+    if args.num_samples is not None:
+        spec = run.grown(spec, args.num_samples, path)
     run.check_resumable(path, args.trust)
     if run.all_finished(path, spec):
         return EXIT_TRIALS_FAILED if print_finished(path) else EXIT_OK
