@@ -319,8 +319,8 @@ def resume_experiment(path: str, resources: dict[str, float], command: Sequence[
     from study.tuner import restore_tuner
 
     set_state_save_period(spec.num_trials())
+    tuner = restore_tuner(path, resources, spec)  # before anything is read or written: it may refuse
     grows = spec.num_samples != read_spec(path).num_samples
-    tuner = restore_tuner(path, resources, spec)  # before anything is written: it may refuse
     banner(spec, path, resources, resumed=True)
     write_environment(path, command, resumed=True)
     if grows:  # the study is now the grown one; signed, or the next resume would refuse it

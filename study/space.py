@@ -163,6 +163,8 @@ class StudySpec:
         if self.search.type != "optuna":
             return None
         startup, trials = self.search.startup_trials(), self.num_samples
+        if startup == 0:
+            return "note: no random start-up trials (search.n_startup_trials 0): TPE chooses every trial"
         if trials <= startup:
             return (
                 f"warning: {trials} trial{'s' * (trials != 1)}, and TPE's first {startup} are random start-up "

@@ -267,3 +267,7 @@ def test_tpes_start_up_trials_are_the_files_and_validate_says_how_many_are_rando
     assert "TPE samples the first 3 of the 8 trials at random (search.n_startup_trials)" in out
     code, out, err = run_cli("validate", three, "--num-samples", "3")
     assert "warning: 3 trials, and TPE's first 3 are random start-up trials" in out
+    none = write_yaml(OPTUNA_8.replace("seed: 0}", "seed: 0, n_startup_trials: 0}"), "none.yaml")
+    assert (
+        "no random start-up trials (search.n_startup_trials 0): TPE chooses every trial" in run_cli("validate", none)[1]
+    )
