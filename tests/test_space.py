@@ -271,3 +271,13 @@ def test_tpes_start_up_trials_are_the_files_and_validate_says_how_many_are_rando
     assert (
         "no random start-up trials (search.n_startup_trials 0): TPE chooses every trial" in run_cli("validate", none)[1]
     )
+
+
+def test_the_run_banner_says_how_many_trials_are_random(write_yaml, capsys):
+    from study.run import banner
+
+    spec = load_spec(write_yaml(OPTUNA_8))
+    for resumed in (False, True):
+        banner(spec, "/results/x", {"cpu": 1.0, "gpu": 0.0}, resumed=resumed)
+        out = capsys.readouterr().out
+        assert f"[study] warning: 8 trials, and TPE's first {spec.search.startup_trials()} are random" in out
