@@ -320,10 +320,12 @@ def resume_experiment(path: str, resources: dict[str, float], command: Sequence[
 
     set_state_save_period(spec.num_trials())
     tuner = restore_tuner(path, resources, spec)  # before anything is read or written: it may refuse
-    grows = spec.num_samples != read_spec(path).num_samples
+    saved_samples = read_spec(path).num_samples
+    grows = spec.num_samples != saved_samples
     banner(spec, path, resources, resumed=True)
     write_environment(path, command, resumed=True)
     if grows:  # the study is now the grown one; signed, or the next resume would refuse it
+        print(f"[study] growing the search from {saved_samples} to {spec.num_samples} trials", flush=True)
         storage.write_text(storage.join(path, SPEC_FILE), spec.text)
         if not storage.is_uri(path):
             from study import signing

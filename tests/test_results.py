@@ -324,6 +324,7 @@ def test_a_finished_optuna_search_grows_by_resume_and_by_run_resume(ray_session,
 
     code, out, err = run_cli("resume", str(path), "--num-samples", "5")
     assert code == 0, err
+    assert "[study] growing the search from 3 to 5 trials" in out
     states = trial_states(sorted(glob.glob(str(path / STATE_GLOB)))[-1])
     assert len(states) == 5 and {t["status"] for t in states.values()} == {"TERMINATED"}
     for name, text in first.items():  # the first 3 are not run again (Tune's logger touches the file)
