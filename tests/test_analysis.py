@@ -310,18 +310,44 @@ def search_frame(values: list[float], metric: str = "test_acc", mode: str = "max
     return pd.DataFrame(rows)
 
 
+def dashboard_api(db: str, path: str) -> dict:
+    """GET `path` from optuna-dashboard's own web app serving `db` (its sqlite:/// URL), in-process."""
+    import io
+    import json
+    import sys
+
+    import optuna_dashboard
+    from optuna_dashboard._importance import param_importance_cache
+
+    param_importance_cache.clear()  # the dashboard's, per study id and count of COMPLETE trials, process-wide
+    app = optuna_dashboard.wsgi(f"sqlite:///{db}")
+    status = []
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr,
+    }
+    body = b"".join(app(environ, lambda code, headers, exc_info=None: status.append(code)))
+    assert status == ["200 OK"], body
+    return json.loads(body)
+
+
 def dashboards_importance(db: str, name: str) -> dict[str, float]:
-    """What optuna-dashboard shows for the study in `db`: its own function where it is installed,
-    else the same computation (optuna_dashboard/_importance.py: PED-ANOVA with default quantiles
-    over the COMPLETE trials, target -value for a maximised objective)."""
+    """What optuna-dashboard shows for the study in `db`: its web API where it is installed, else
+    its computation (optuna_dashboard/_importance.py: PED-ANOVA with default quantiles over the
+    COMPLETE trials, target -value for a maximised objective) on the study Optuna loads."""
     import warnings
 
     import optuna
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
     try:
-        from optuna_dashboard._importance import get_param_importance_from_trials_cache, param_importance_cache
-        from optuna_dashboard._inmemory_cache import InMemoryCache
+        import optuna_dashboard  # noqa: F401
     except ImportError:
         sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
         with warnings.catch_warnings():
@@ -329,10 +355,8 @@ def dashboards_importance(db: str, name: str) -> dict[str, float]:
             return optuna.importance.get_param_importances(
                 study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), target=lambda t: sign * t.values[0]
             )
-    param_importance_cache.clear()  # the dashboard's, per study id and count of COMPLETE trials, process-wide
-    shown = get_param_importance_from_trials_cache(
-        InMemoryCache(), study._storage, study._study_id, 0, study.get_trials(deepcopy=False)
-    )
+    assert dashboard_api(db, f"/api/studies/{study._study_id}")["objective_names"] == [study.metric_names[0]]
+    (shown,) = dashboard_api(db, f"/api/studies/{study._study_id}/param_importances")["param_importances"]
     return {row["name"]: row["importance"] for row in shown}
 
 
