@@ -170,7 +170,7 @@ def importance_note(study: Any) -> str | None:
     vary, nothing sampled), in one line; None when it gets one."""
     complete = complete_trials(study)
     metric = (study.metric_names or ["the objective"])[0]
-    if not study.trials or not study.trials[0].distributions:
+    if study.trials and not study.trials[0].distributions:
         return "no importance: nothing is sampled"
     if len(complete) < MIN_IMPORTANCE_TRIALS:
         return (

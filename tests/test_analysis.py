@@ -379,6 +379,13 @@ def test_importance_agrees_with_optuna_dashboard_on_the_written_study(tmp_path, 
     assert f"optuna-dashboard sqlite:///{tmp_path / 'optuna.db'}" in capsys.readouterr().out
 
 
+def test_a_search_with_no_finished_trial_has_too_few_for_importance():
+    from study.analysis.search import importance_note, optuna_study
+
+    running = search_frame([0.5]).assign(status="RUNNING", max_t=5)  # none finished: no trials in the study
+    assert importance_note(optuna_study(running)).startswith("no importance: 0 trials reached max_t (COMPLETE)")
+
+
 @pytest.mark.parametrize("why", ["too few", "flat"])
 def test_importance_below_the_threshold_or_of_a_flat_objective_is_a_note_without_numbers(tmp_path, capsys, why):
     from study.analysis.search import MIN_IMPORTANCE_TRIALS
