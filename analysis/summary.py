@@ -81,18 +81,30 @@ EMPTY = {  # what an empty table means, said where it is printed
     "against_report": "(none: the report states figures only for the experiments of search_spaces/report/; "
     "see analysis/reference.csv)",
     "effects": "(none: no variant to compare with a baseline)",
-    "importance": "(none yet: fANOVA needs at least 2 trials that reached max_t)",
+    "importance": "(none)",
 }
 
 
-def write_table(df: pd.DataFrame, out: str, name: str, title: str, display: pd.DataFrame | None = None) -> str:
-    """Write NAME.csv (raw numbers) and NAME.md (formatted); return the Markdown for printing."""
+def write_table(
+    df: pd.DataFrame,
+    out: str,
+    name: str,
+    title: str,
+    display: pd.DataFrame | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """Write NAME.csv (raw numbers) and NAME.md (formatted, then `notes`, one a line, which stand in
+    for an empty table); return the Markdown for printing."""
     os.makedirs(out, exist_ok=True)
     df.to_csv(os.path.join(out, f"{name}.csv"), index=False)
     shown = (display if display is not None else df).map(fmt)
-    markdown = (
-        f"## {title}\n\n" + (shown.to_markdown(index=False) if len(shown) else EMPTY.get(name, "(no rows)")) + "\n"
-    )
+    if len(shown):
+        body = [shown.to_markdown(index=False)]
+    else:
+        body = [] if notes else [EMPTY.get(name, "(no rows)")]
+    if notes:
+        body.append("\n".join(notes))
+    markdown = f"## {title}\n\n" + "\n\n".join(body) + "\n"
     with open(os.path.join(out, f"{name}.md"), "w", encoding="utf-8") as f:
         f.write(markdown)
     return markdown
@@ -144,32 +156,39 @@ def summarize_experiments(
 
 def summarize_searches(frame: pd.DataFrame, out: str, plots: bool) -> dict[str, pd.DataFrame]:
     """For experiments that sample fields (random or Optuna search): best configurations,
-    fANOVA importance, Optuna's slice and parallel-coordinate plots, and optuna.db."""
+    importance (as optuna-dashboard computes it), Optuna's slice and parallel-coordinate plots, and optuna.db."""
     from study.analysis import search
 
     searches = [group for _, group in frame.groupby("experiment", sort=False) if search.searched_fields(group)]
     if not searches:
         return {}
-    best, importance = [], []
+    best, importance, notes = [], [], []
     for group in searches:
         study = search.optuna_study(group)
         best.append(search.best_configurations(group))
         importance.append(search.importances(study).assign(experiment=group["experiment"].iloc[0]))
+        note = search.importance_note(study)
+        if note:
+            notes.append(f"{group['experiment'].iloc[0]}: {note}")
         if plots:
             for path in search.search_plots(study, out, str(group["experiment"].iloc[0])):
                 print(f"search plot: {path}")
     built = {
         "best_configurations": pd.concat(best, ignore_index=True),
-        "importance": pd.concat(importance, ignore_index=True)[["experiment", "parameter", "importance"]],
+        "importance": pd.concat(importance, ignore_index=True)[["experiment", "parameter", "importance", "n_trials"]],
     }
     titles = {
         "best_configurations": "Search: best configurations (metric at each trial's last epoch)",
-        "importance": "Search: hyperparameter importance (Optuna's fANOVA, over trials that reached max_t)",
+        "importance": "Search: hyperparameter importance (Optuna's PED-ANOVA, as optuna-dashboard computes it, "
+        "over the n_trials trials that reached max_t)",
     }
     for name, table in built.items():
-        print(write_table(table, out, name, titles[name]))
+        print(write_table(table, out, name, titles[name], notes=notes if name == "importance" else ()))
     path = search.write_study_file(searches, os.path.join(out, "optuna.db"))
-    print(f"Optuna study (trials, states, per-epoch values): {path}; view it with `optuna-dashboard {path}`")
+    print(
+        f"Optuna study (trials, states, per-epoch values): {path}; view it with "
+        f"`optuna-dashboard sqlite:///{os.path.abspath(path)}`"
+    )
     return built
 
 

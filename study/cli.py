@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = sub.add_parser("resume", help="continue an interrupted experiment from its folder")
     resume.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the folder `study run` printed")
+    resume.add_argument(
+        "--num-samples",
+        type=int,
+        help="grow an optuna search to N trials in all (more than its num_samples), finished or not",
+    )
     add_cluster_args(resume, storage=False)
     add_trust_arg(resume)
 
@@ -188,8 +193,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"at most {total_gb:,.1f} GB on disk ({trials} trial{'s' * (trials != 1)} x {spec.keep_checkpoints} kept)"
         )
         print(f"{path}: {spec.selection_note()}")
-        if spec.repeats_note():
-            print(f"{path}: {spec.repeats_note()}")
+        for note in (spec.repeats_note(), spec.startup_note()):
+            if note:
+                print(f"{path}: {note}")
         if spec.resources.gpu is None and spec.wants_cuda():
             print(
                 f"{path}: note: device cuda needs a GPU in each trial; resources.gpu is unset, so trials get one "
@@ -242,6 +248,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not storage.exists(path):
         raise StudyError(f"{args.experiment}: no such experiment folder")
     spec = run.read_spec(path)
+    if args.num_samples is not None:
+        spec = run.grown(spec, args.num_samples, path)
     run.check_resumable(path, args.trust)
     if run.all_finished(path, spec):
         return EXIT_TRIALS_FAILED if print_finished(path) else EXIT_OK

@@ -31,6 +31,7 @@ class EtaCallback(Callback):
 
     def __init__(self, planned_trials: int | None, max_t: int, every_s: float = 15.0) -> None:
         self.planned = planned_trials * max_t if planned_trials else None
+        self.trials = planned_trials
         self.max_t = max_t
         self.every_s = every_s
         self.done = 0
@@ -43,13 +44,18 @@ class EtaCallback(Callback):
         """Tune calls this when the run starts, and again when a restored run restarts."""
         self.start = self.last_print = time.monotonic()
         self.done_at_start = self.done  # a restored run keeps its count; the rate starts afresh
+        total = info.get("total_num_samples")
+        if self.planned is not None and self.trials and total and total > self.trials:  # a grown search
+            self.planned += (total - self.trials) * self.max_t
+            self.trials = total
 
     def get_state(self) -> dict[str, Any]:
         """Saved with Tune's experiment state, so a resumed study's count and plan go on."""
-        return {"done": self.done, "planned": self.planned, "epochs_of": dict(self.epochs_of)}
+        return {"done": self.done, "planned": self.planned, "trials": self.trials, "epochs_of": dict(self.epochs_of)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.done, self.planned, self.epochs_of = state["done"], state["planned"], dict(state["epochs_of"])
+        self.trials = state.get("trials", self.trials)  # absent in the state of older studies
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         epoch = int(result.get("epoch", 0))

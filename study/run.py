@@ -137,11 +137,42 @@ def find_run_to_resume(root: str, spec: StudySpec, name: str | None) -> str:
     if saved.text != spec.text:
         before, now = yaml_keys(saved.text), yaml_keys(spec.text)
         differ = [k for k in {**before, **now} if before.get(k) != now.get(k)]
+        if differ == ["num_samples"]:  # more samples: the search grows (or says why it cannot)
+            check_growth(saved, spec.num_samples, path)
+            return path
         raise StudyError(
             f"--resume: {spec.source} (with these flags) is not the study in {storage.join(path, SPEC_FILE)} "
             f"(they differ in: {', '.join(differ)}); continue that one with `study resume {path}`, or drop --resume"
         )
     return path
+
+
+def check_growth(saved: StudySpec, num_samples: int, path: str) -> None:
+    """A resume may add trials to an optuna search: num_samples above the saved one."""
+    check_field(StudySpec, "num_samples", num_samples, "--num-samples: ")
+    if saved.search.type != "optuna" and not saved.sampled():
+        raise StudyError(
+            f"--num-samples: {path} is a grid search, whose trials (grid points x num_samples) a resume cannot "
+            "add to; to add seeds, run the file again with `--seed N` and pool the runs with `study analyze --pool`"
+        )
+    if saved.search.type != "optuna":
+        raise StudyError(
+            f"--num-samples: {path} is a random search, and only an optuna search can grow (Tune's variant "
+            "generator cannot add samples to a restored run); run the file again with more samples instead"
+        )
+    if num_samples <= saved.num_samples:
+        raise StudyError(
+            f"--num-samples {num_samples}: the search in {path} has num_samples {saved.num_samples} already; "
+            f"to add trials, give more than {saved.num_samples}"
+        )
+
+
+def grown(saved: StudySpec, num_samples: int, path: str) -> StudySpec:
+    """The saved study with num_samples raised, for `study resume --num-samples N`."""
+    check_growth(saved, num_samples, path)
+    raw = yaml_keys(saved.text)
+    raw["num_samples"] = num_samples
+    return parse_spec(raw, saved.source, {})
 
 
 def yaml_keys(text: str) -> dict[str, Any]:
@@ -283,13 +314,23 @@ def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[st
 
 
 def resume_experiment(path: str, resources: dict[str, float], command: Sequence[str], spec: StudySpec) -> Outcome:
-    """Continue an interrupted experiment through Ray's own `Tuner.restore`."""
+    """Continue an interrupted experiment through Ray's own `Tuner.restore`; with a `spec` of more
+    samples than the saved one, add trials to its optuna search and save the grown study.yaml."""
     from study.tuner import restore_tuner
 
     set_state_save_period(spec.num_trials())
-    tuner = restore_tuner(path, resources, spec)  # before anything is written: it may refuse
+    tuner = restore_tuner(path, resources, spec)  # before anything is read or written: it may refuse
+    saved_samples = read_spec(path).num_samples
+    grows = spec.num_samples != saved_samples
     banner(spec, path, resources, resumed=True)
     write_environment(path, command, spec, resumed=True)
+    if grows:  # the study is now the grown one; signed, or the next resume would refuse it
+        print(f"[study] growing the search from {saved_samples} to {spec.num_samples} trials", flush=True)
+        storage.write_text(storage.join(path, SPEC_FILE), spec.text)
+        if not storage.is_uri(path):
+            from study import signing
+
+            signing.sign(path)
     return fit(tuner, path)
 
 
@@ -323,9 +364,9 @@ def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: boo
         flush=True,
     )
     print(f"[study] {spec.selection_note()}", flush=True)
-    note = spec.repeats_note()
-    if note and not resumed:
-        print(f"[study] {note}", flush=True)
+    for note in (None if resumed else spec.repeats_note(), spec.startup_note()):
+        if note:
+            print(f"[study] {note}", flush=True)
 
 
 def fit(tuner: Any, path: str) -> Outcome:

@@ -70,6 +70,18 @@ class SearchSpec:
     type: str = option("grid", one_of(("grid", "random", "optuna")))  # random: Tune's variant generator
     max_concurrent: int = option(4, _count(1, 10_000))  # optuna: trials suggested at once (ConcurrencyLimiter)
     seed: int | None = option(None, _count(0, MAX_SEED))  # random/optuna: sampler seed, for a reproducible search
+    # optuna: TPE's first trials are sampled at random, to have something to model; None = Optuna's default
+    n_startup_trials: int | None = option(None, _count(0, MAX_TRIALS))
+
+    def startup_trials(self) -> int:
+        """TPE's random start-up trials: the file's, else TPESampler's own default (read from Optuna)."""
+        if self.n_startup_trials is not None:
+            return self.n_startup_trials
+        import inspect
+
+        from optuna.samplers import TPESampler
+
+        return int(inspect.signature(TPESampler).parameters["n_startup_trials"].default)
 
 
 @dataclass(frozen=True)
@@ -170,6 +182,23 @@ class StudySpec:
             split = f"validation split: {sizes} of the train split held out (split_seed {seeds})"
         on_test = "; selected on test: the tables mark those numbers" if self.metric.startswith("test_") else ""
         return f"selection: {self.metric} ({self.mode}); {split}{on_test}"
+
+    def startup_note(self) -> str | None:
+        """How many of an optuna search's trials TPE samples at random; a warning when that is all of them."""
+        if self.search.type != "optuna":
+            return None
+        startup, trials = self.search.startup_trials(), self.num_samples
+        if startup == 0:
+            return "note: no random start-up trials (search.n_startup_trials 0): TPE chooses every trial"
+        if trials <= startup:
+            return (
+                f"warning: {trials} trial{'s' * (trials != 1)}, and TPE's first {startup} are random start-up "
+                "trials: this search is a random search; raise num_samples or lower search.n_startup_trials"
+            )
+        return (
+            f"note: TPE samples the first {startup} of the {trials} trials at random (search.n_startup_trials), "
+            f"and models the rest on the trials finished before them"
+        )
 
     def num_trials(self) -> int:
         """Trials Tune will create: grid points x variants x num_samples (optuna: num_samples)."""
@@ -436,6 +465,11 @@ def check_spec(spec: StudySpec) -> None:
     if s.max_t is not None and s.grace_period > s.max_t:
         raise StudyError(
             f"{where(src, 'scheduler.grace_period')}expected 1 <= grace_period <= max_t ({s.max_t}), got {s.grace_period!r}"
+        )
+    if spec.search.type != "optuna" and spec.search.n_startup_trials is not None:
+        raise StudyError(
+            f"{where(src, 'search.n_startup_trials')}only an optuna search has start-up trials, "
+            f"but search.type is {spec.search.type}; remove the key"
         )
     if spec.search.type == "optuna":
         for key, v in spec.space.items():

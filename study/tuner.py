@@ -9,7 +9,7 @@ from typing import Any
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.schedulers import FIFOScheduler
-from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from study.asha import ResumableASHA
@@ -96,7 +96,7 @@ def make_search(spec: StudySpec) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
+    sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=spec.search.startup_trials())
     search = AshaAwareOptunaSearch(sampler=sampler, max_t=spec.max_epochs())
     return ConcurrencyLimiter(search, max_concurrent=spec.search.max_concurrent)
 
@@ -277,7 +277,7 @@ def restore_tuner(experiment_path: str, resources: dict[str, float], spec: Study
     quiet_tune_noise()
     trainable = make_trainable(resources, experiment_path, spec.keep_checkpoints, spec.stop_epochs())
     try:
-        return tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
     except (ModuleNotFoundError, AttributeError) as exc:  # tuner.pkl names code this version lacks
         if isinstance(exc, AttributeError) and "Can't get attribute" not in str(exc):
             raise  # not unpickling's missing name: a bug, shown as one
@@ -285,3 +285,30 @@ def restore_tuner(experiment_path: str, resources: dict[str, float], spec: Study
             f"{experiment_path}: Tune's saved state (tuner.pkl) names code that this version of study does not "
             f"have ({reason(exc)}); resume it with the version that made it (environment.json names it)"
         ) from None
+    if spec.search.type == "optuna":
+        grow_search(tuner, spec.num_samples)
+    return tuner
+
+
+class GrowingSearchGenerator(SearchGenerator):
+    """Tune's wrapper of a Searcher, restored with its total raised to `num_samples` when that is
+    more than the saved total: the searcher (Optuna, with every trial it has) then suggests more."""
+
+    def __init__(self, searcher: Any, num_samples: int) -> None:
+        super().__init__(searcher)
+        self.num_samples = num_samples
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self._total_samples = max(self._total_samples, self.num_samples)  # SearchGenerator's own count
+
+
+def grow_search(tuner: tune.Tuner, num_samples: int) -> None:
+    """Let a restored optuna search run to `num_samples` trials in all (study.yaml's, which
+    `study resume --num-samples` raises). Ray restores the searcher's total from its saved state;
+    the generator above raises it as it is restored."""
+    # Tuner.restore takes no TuneConfig, so the restored one is changed in place (Ray's private
+    # TunerInternal): tune.run uses a SearchAlgorithm it is given as it is, a Searcher it wraps.
+    config = tuner._local_tuner._tune_config
+    if not isinstance(config.search_alg, SearchGenerator):
+        config.search_alg = GrowingSearchGenerator(config.search_alg, num_samples)

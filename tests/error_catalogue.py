@@ -104,6 +104,21 @@ def resume_of(setup: str) -> Callable[[str], list[str]]:
     return make
 
 
+def grow(text: str, num_samples: int) -> Callable[[str], list[str]]:
+    """`study resume EXP --num-samples N` of a study saved with this text (study.yaml alone: the
+    growth is checked before the folder's state)."""
+
+    def make(folder: str) -> list[str]:
+        exp = os.path.join(folder, "results", "exp")
+        write(exp, "study.yaml", text)
+        return ["resume", exp, "--num-samples", str(num_samples)]
+
+    return make
+
+
+OPTUNA_TINY = TINY + "  lr: {loguniform: [0.001, 0.1]}\nnum_samples: 4\nsearch: {type: optuna}\n"
+
+
 def storage_is_a_file(folder: str) -> list[str]:
     path = write(folder, "a-file", "not a folder")
     return ["run", write(folder, "space.yaml", TINY), "--storage-path", os.path.join(path, "results")]
@@ -225,6 +240,11 @@ CASES = [
         run_file(TINY + "search: {type: optuna}\n"),
     ),
     Case(
+        "TPE's start-up trials in a search that is not optuna",
+        "search.n_startup_trials: only an optuna search has start-up trials, but search.type is grid",
+        run_file(TINY + "search: {n_startup_trials: 5}\n"),
+    ),
+    Case(
         "device cuda on a machine without a GPU",
         "space.device: 'cuda' needs a GPU in each trial, but trials ask for 0 GPUs",
         run_file(TINY, "--set", "device=cuda"),
@@ -234,6 +254,8 @@ CASES = [
     Case("resume: not a study folder", "not a study experiment folder (no study.yaml)", resume_of("plain")),
     Case("resume: only study.yaml", "no Tune experiment state in it", resume_of("spec only")),
     Case("resume: half-written", "no Tune experiment state in it", resume_of("half")),
+    Case("resume: growing a grid search", "is a grid search, whose trials", grow(TINY, 3)),
+    Case("resume: growing a search to fewer trials", "has num_samples 4 already", grow(OPTUNA_TINY, 4)),
     Case("imagefolder: a truncated JPEG", "x.jpg: unreadable image", imagefolder("truncated")),
     Case("imagefolder: a zero-byte PNG", "empty.png: unreadable image", imagefolder("empty")),
     Case("imagefolder: one class", "1 class folder(s); a classifier needs at least 2", imagefolder("one class")),

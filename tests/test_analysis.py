@@ -301,3 +301,136 @@ def test_nodes_count_the_busiest_ray_session_not_every_node_id_ever():
     assert nodes_used(rows) == 2  # session 1 trained on b and c
     assert nodes_used(rows[rows["node_id"] != "c"]) == 1
     assert nodes_used(rows.drop(columns=["session"])) == 3  # no sessions recorded: every id
+
+
+def search_frame(values: list[float], metric: str = "test_acc", mode: str = "max", epochs: int = 2) -> pd.DataFrame:
+    """A finished search's tidy frame: trial i samples lr and dropout and ends at values[i] (its
+    `metric` at max_t); one more trial, stopped at epoch 1, is PRUNED and left out of importance."""
+    import json
+
+    searched = json.dumps(
+        {"lr": {"kind": "loguniform", "values": [1e-4, 1e-1]}, "dropout": {"kind": "uniform", "values": [0.0, 0.5]}}
+    )
+    rows = []
+    for i, value in enumerate([*values, values[0]]):
+        last = 1 if i == len(values) else epochs
+        for e in range(1, last + 1):
+            rows.append(
+                {
+                    "experiment": "search",
+                    "trial_id": f"t{i}",
+                    "trial_dir": f"trial-s0-{i:05d}",
+                    "variant": "all",
+                    "baseline": None,
+                    "config_seed": 0,
+                    "config_epochs": epochs,
+                    "config_lr": 1e-4 * 1.6**i,
+                    "config_dropout": (i * 0.37) % 0.5,
+                    "max_t": epochs,
+                    "epoch": e,
+                    "test_acc": value * e / epochs,
+                    "test_loss": value * e / epochs,
+                    "metric": metric,
+                    "mode": mode,
+                    "searched": searched,
+                    "diverged": False,
+                    "status": "TERMINATED",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def dashboard_api(db: str, path: str) -> dict:
+    """GET `path` from optuna-dashboard's own web app serving `db` (its sqlite:/// URL), in-process."""
+    import io
+    import json
+    import sys
+
+    import optuna_dashboard
+    from optuna_dashboard._importance import param_importance_cache
+
+    param_importance_cache.clear()  # the dashboard's, per study id and count of COMPLETE trials, process-wide
+    app = optuna_dashboard.wsgi(f"sqlite:///{db}")
+    status = []
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr,
+    }
+    body = b"".join(app(environ, lambda code, headers, exc_info=None: status.append(code)))
+    assert status == ["200 OK"], body
+    return json.loads(body)
+
+
+def dashboards_importance(db: str, name: str) -> dict[str, float]:
+    """What optuna-dashboard shows for the study in `db`: its web API where it is installed, else
+    its computation (optuna_dashboard/_importance.py: PED-ANOVA with default quantiles over the
+    COMPLETE trials, target -value for a maximised objective) on the study Optuna loads."""
+    import warnings
+
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    try:
+        import optuna_dashboard  # noqa: F401
+    except ImportError:
+        sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), target=lambda t: sign * t.values[0]
+            )
+    assert dashboard_api(db, f"/api/studies/{study._study_id}")["objective_names"] == [study.metric_names[0]]
+    (shown,) = dashboard_api(db, f"/api/studies/{study._study_id}/param_importances")["param_importances"]
+    return {row["name"]: row["importance"] for row in shown}
+
+
+@pytest.mark.parametrize("metric,mode", [("test_acc", "max"), ("test_loss", "min")])
+def test_importance_agrees_with_optuna_dashboard_on_the_written_study(tmp_path, metric, mode, capsys):
+    import optuna
+
+    from study.analysis.search import MIN_IMPORTANCE_TRIALS
+    from study.analysis.summary import summarize_searches
+
+    values = [0.1 + 0.05 * i + 0.01 * (i % 3) for i in range(MIN_IMPORTANCE_TRIALS + 2)]
+    summarize_searches(search_frame(values, metric, mode), str(tmp_path), plots=False)
+    table = pd.read_csv(tmp_path / "importance.csv")
+    assert set(table["parameter"]) == {"lr", "dropout"}
+    assert set(table["n_trials"]) == {len(values)}  # the COMPLETE trials; the pruned one is left out
+    dashboard = dashboards_importance(str(tmp_path / "optuna.db"), "search")
+    assert dict(zip(table["parameter"], table["importance"], strict=True)) == pytest.approx(dashboard)
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert study.metric_names == [metric]  # the dashboard names the objective after it
+    assert f"optuna-dashboard sqlite:///{tmp_path / 'optuna.db'}" in capsys.readouterr().out
+
+
+def test_a_search_with_no_finished_trial_has_too_few_for_importance():
+    from study.analysis.search import importance_note, optuna_study
+
+    running = search_frame([0.5]).assign(status="RUNNING", max_t=5)  # none finished: no trials in the study
+    assert importance_note(optuna_study(running)).startswith("no importance: 0 trials reached max_t (COMPLETE)")
+
+
+@pytest.mark.parametrize("why", ["too few", "flat"])
+def test_importance_below_the_threshold_or_of_a_flat_objective_is_a_note_without_numbers(tmp_path, capsys, why):
+    from study.analysis.search import MIN_IMPORTANCE_TRIALS
+    from study.analysis.summary import summarize_searches
+
+    if why == "too few":
+        values, note = [0.1 * i for i in range(1, MIN_IMPORTANCE_TRIALS)], f"needs at least {MIN_IMPORTANCE_TRIALS}"
+        note = f"search: no importance: {MIN_IMPORTANCE_TRIALS - 1} trials reached max_t (COMPLETE); importance {note}"
+    else:
+        values = [0.5] * (MIN_IMPORTANCE_TRIALS + 2)
+        note = (
+            f"search: no importance: test_acc is the same in all {MIN_IMPORTANCE_TRIALS + 2} trials that reached max_t"
+        )
+    summarize_searches(search_frame(values), str(tmp_path), plots=False)
+    assert pd.read_csv(tmp_path / "importance.csv").empty
+    markdown = (tmp_path / "importance.md").read_text()
+    assert markdown.splitlines()[2:] == [note]  # under the title: the note alone, no table
+    assert note in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -292,3 +293,65 @@ def test_a_report_file_run_offline_is_compared_honestly(ray_session, run_cli, tm
     for variant, trials in last.groupby("variant"):
         gap = (trials["train_eval_acc"] - trials["test_acc"]).mean()  # eval mode, not the running train_acc
         assert per_variant.loc[variant, "train_test_gap"] == pytest.approx(gap)
+
+
+GROW = """
+name: grow
+dataset: synthetic
+num_samples: 3
+search: {type: optuna, seed: 0, max_concurrent: 1, n_startup_trials: 2}
+scheduler: {type: fifo}
+space:
+  model: cnn
+  channels: 4
+  fc_width: 16
+  epochs: 1
+  batch_size: 64
+  num_train: 128
+  num_test: 64
+  lr: {loguniform: [0.001, 0.1]}
+"""
+
+
+def test_a_finished_optuna_search_grows_by_resume_and_by_run_resume(ray_session, run_cli, write_yaml, tmp_path):
+    """`study resume --num-samples 5` adds 2 trials to a finished 3-trial search: Optuna goes on
+    from the 3 it has, which are not run again, and study.yaml says 5, signed."""
+    import optuna
+    import yaml
+
+    from study import signing
+    from study.experiment_state import STATE_GLOB, trial_states
+    from study.tuner import AshaAwareOptunaSearch
+
+    space = write_yaml(GROW)
+    assert run_cli("run", space, "--storage-path", str(tmp_path), "--name", "g")[0] == 0
+    path = tmp_path / "g"
+    first = {r.parent.name: r.read_text() for r in path.glob("*/result.json")}
+    assert len(first) == 3
+
+    code, out, err = run_cli("resume", str(path), "--num-samples", "5")
+    assert code == 0, err
+    assert "[study] growing the search from 3 to 5 trials" in out
+    states = trial_states(sorted(glob.glob(str(path / STATE_GLOB)))[-1])
+    assert len(states) == 5 and {t["status"] for t in states.values()} == {"TERMINATED"}
+    for name, text in first.items():  # the first 3 are not run again (Tune's logger touches the file)
+        assert (path / name / "result.json").read_text() == text, name
+    assert yaml.safe_load((path / "study.yaml").read_text())["num_samples"] == 5
+    assert signing.problems(str(path)) == []
+    searcher = AshaAwareOptunaSearch(max_t=1)  # Ray's saved searcher: Optuna saw all 5
+    searcher.restore_from_dir(str(path))
+    assert len(searcher._ot_study.trials) == 5
+    db = f"sqlite:///{path / 'analysis' / 'optuna.db'}"
+    assert len(optuna.load_study(study_name="grow", storage=db).trials) == 5
+    assert len(pd.read_csv(path / "analysis" / "best_configurations.csv")) == 5
+
+    code, out, err = run_cli("resume", str(path))  # the grown study is the one on disk now
+    assert code == 0 and "every trial of" in err and "had finished; nothing to resume" in err, err
+    assert_bad_input(run_cli("resume", str(path), "--num-samples", "5"), "has num_samples 5 already")
+
+    code, out, err = run_cli(
+        "run", space, "--storage-path", str(tmp_path), "--name", "g", "--resume", "--num-samples", "6"
+    )
+    assert code == 0, err
+    assert len(trial_states(sorted(glob.glob(str(path / STATE_GLOB)))[-1])) == 6
+    assert len(optuna.load_study(study_name="grow", storage=db).trials) == 6

@@ -173,6 +173,8 @@ BAD = [
     ("variants: {a: {model: cnn}}\nbaseline: b\n", "baseline: expected one of the variants (a), got 'b'"),
     ("variants: {a: {channels: -1}}\n", "variants.a.channels: expected an integer >= 1 and <= 2048, got -1"),
     ("resources: {gpu: 1.5}\n", "resources.gpu: fractions are for sharing one GPU"),
+    ("search: {n_startup_trials: 3}\n", "search.n_startup_trials: only an optuna search has start-up trials"),
+    ("search: {type: optuna, n_startup_trials: -1}\n", "search.n_startup_trials: expected an integer >= 0"),
     ("- a\n- b\n", "expected a mapping of keys"),
 ]
 
@@ -261,3 +263,45 @@ def test_repeats_of_an_unsampled_space_are_named_where_they_are_asked_for(run_cl
     assert code == 0 and "ok (2 trials x up to 20 epochs, random search, 2 samples," in out and "note" not in out, (
         out + err
     )
+
+
+OPTUNA_8 = "dataset: digits\nnum_samples: 8\nsearch: {type: optuna, seed: 0}\nspace: {lr: {loguniform: [0.001, 0.1]}}\n"
+
+
+def test_tpes_start_up_trials_are_the_files_and_validate_says_how_many_are_random(run_cli, write_yaml):
+    """search.n_startup_trials reaches TPESampler (default: Optuna's own); `study validate` says how
+    many trials are random, and that a search no longer than that is a random search."""
+    import inspect
+
+    import optuna
+
+    default = inspect.signature(optuna.samplers.TPESampler).parameters["n_startup_trials"].default
+    spec = load_spec(write_yaml(OPTUNA_8))
+    assert spec.search.startup_trials() == default
+    assert make_search(spec).searcher._sampler._n_startup_trials == default
+    code, out, err = run_cli("validate", write_yaml(OPTUNA_8))
+    assert code == 0, err
+    assert f"warning: 8 trials, and TPE's first {default} are random start-up trials: this search is a random " in out
+    assert "raise num_samples or lower search.n_startup_trials" in out
+
+    three = write_yaml(OPTUNA_8.replace("seed: 0}", "seed: 0, n_startup_trials: 3}"), "three.yaml")
+    assert make_search(load_spec(three)).searcher._sampler._n_startup_trials == 3
+    code, out, err = run_cli("validate", three)
+    assert code == 0 and "warning" not in out, out + err
+    assert "TPE samples the first 3 of the 8 trials at random (search.n_startup_trials)" in out
+    code, out, err = run_cli("validate", three, "--num-samples", "3")
+    assert "warning: 3 trials, and TPE's first 3 are random start-up trials" in out
+    none = write_yaml(OPTUNA_8.replace("seed: 0}", "seed: 0, n_startup_trials: 0}"), "none.yaml")
+    assert (
+        "no random start-up trials (search.n_startup_trials 0): TPE chooses every trial" in run_cli("validate", none)[1]
+    )
+
+
+def test_the_run_banner_says_how_many_trials_are_random(write_yaml, capsys):
+    from study.run import banner
+
+    spec = load_spec(write_yaml(OPTUNA_8))
+    for resumed in (False, True):
+        banner(spec, "/results/x", {"cpu": 1.0, "gpu": 0.0}, resumed=resumed)
+        out = capsys.readouterr().out
+        assert f"[study] warning: 8 trials, and TPE's first {spec.search.startup_trials()} are random" in out

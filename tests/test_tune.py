@@ -240,6 +240,11 @@ def test_eta_callback_counts_shrinks_plan_and_survives_restore():
     restored.on_trial_result(0, [], a, {"epoch": 3})  # a resumes at its next epoch: counted once
     assert restored.done == 4 and "ETA <= 10s" in restored.line(restored.start + 10)
 
+    grown = EtaCallback(planned_trials=2, max_t=4)  # `study resume --num-samples 3`: one trial more
+    grown.set_state(eta.get_state())
+    grown.setup(total_num_samples=3)
+    assert grown.planned == 5 + 4 and grown.get_state()["trials"] == 3
+
 
 @pytest.mark.slow
 def test_resuming_state_that_names_code_this_version_lacks_is_one_line_and_writes_nothing(
