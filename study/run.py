@@ -329,6 +329,9 @@ def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: boo
 
 def fit(tuner: Any, path: str) -> Outcome:
     from study.state_backup import running_in
+    from study.tuner import never_unpickle_errors
+
+    never_unpickle_errors()
 
     with stop_signals() as received, running_in(path):
         try:
@@ -343,7 +346,7 @@ def fit(tuner: Any, path: str) -> Outcome:
         # as the backup too (a damaged state file of a finished study then loses nothing).
         if not StateBackup(path).copy_state():
             signing.sign(path)
-    return Outcome(path, len(results.errors), received[0] if received else None)
+    return Outcome(path, results.num_errors, received[0] if received else None)  # from statuses
 
 
 @contextmanager

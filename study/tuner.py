@@ -209,6 +209,22 @@ TUNE_NOISE = {
 }
 
 
+def never_unpickle_errors() -> None:
+    """Keep Ray from unpickling a failed trial's error.pkl (code, in an unsigned trial folder).
+
+    Tune's ResultGrid, built at the end of `Tuner.fit`, loads each failed trial's error.pkl
+    through `Trial.get_pickled_error`, and falls back to the text of error.txt when that gives
+    None: the error then stays a message, never an object made by whoever wrote the file.
+    """
+    from ray.tune.experiment.trial import Trial
+
+    Trial.get_pickled_error = no_pickled_error
+
+
+def no_pickled_error(trial: Any) -> None:
+    return None
+
+
 def quiet_tune_noise() -> None:
     for name, drop in TUNE_NOISE.items():
         if drop not in logging.getLogger(name).filters:

@@ -49,7 +49,8 @@ class Payload:
 
 
 def plant(experiment: str, marker: str) -> None:
-    """Put a payload where Ray keeps pickles: tuner.pkl and a pickled field of the state."""
+    """Put a payload where Ray keeps pickles: tuner.pkl, a pickled field of the state, and each
+    trial's params.pkl and error.pkl."""
     payload = pickle.dumps(Payload(marker))
     with open(os.path.join(experiment, "tuner.pkl"), "wb") as f:
         f.write(payload)
@@ -63,6 +64,8 @@ def plant(experiment: str, marker: str) -> None:
         json.dump(state, f)
     for params_pkl in glob.glob(os.path.join(experiment, "*", "params.pkl")):
         with open(params_pkl, "wb") as f:
+            f.write(payload)
+        with open(os.path.join(os.path.dirname(params_pkl), "error.pkl"), "wb") as f:
             f.write(payload)
 
 
@@ -288,3 +291,41 @@ def test_a_stop_at_once_does_not_claim_tunes_final_save(capsys):
     assert stopped(Outcome("/x/exp", 0, signal.SIGTERM, at_once=True)) == 143
     err = capsys.readouterr().err
     assert "stopped at once" in err and "state is saved" not in err and "study resume /x/exp" in err
+
+
+def failing_trial(config: dict) -> None:
+    raise ValueError("this trial fails on purpose")
+
+
+@pytest.mark.slow
+def test_a_planted_error_pickle_is_never_unpickled_at_the_end_of_a_run(ray_session, tmp_path, monkeypatch):
+    from ray import tune
+
+    from study.run import fit
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    marker = str(tmp_path / "PWNED")
+
+    class PlantErrorPickle(tune.Callback):
+        """After Ray writes a failed trial's error.pkl, put a payload in its place. Ray copies it
+        from its staging folder into the experiment folder, and reads it back from there."""
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            with open(os.path.join(trial.local_path, "error.pkl"), "wb") as f:
+                f.write(pickle.dumps(Payload(marker)))
+
+    tuner = tune.Tuner(
+        failing_trial,
+        run_config=tune.RunConfig(
+            name="exp",
+            storage_path=str(tmp_path),
+            failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=[PlantErrorPickle()],
+            verbose=0,
+        ),
+    )
+    outcome = fit(tuner, str(tmp_path / "exp"))
+    (planted,) = glob.glob(str(tmp_path / "exp" / "*" / "error.pkl"))  # where Ray looks for it
+    assert open(planted, "rb").read() == pickle.dumps(Payload(marker))
+    assert outcome.failed_trials == 1
+    assert not os.path.exists(marker)
