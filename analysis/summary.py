@@ -74,14 +74,12 @@ EMPTY = {  # what an empty table means, said where it is printed
 
 def write_table(df: pd.DataFrame, out: str, name: str, title: str, display: pd.DataFrame | None = None) -> str:
     """Write NAME.csv (raw numbers) and NAME.md (formatted); return the Markdown for printing."""
-    os.makedirs(out, exist_ok=True)
-    df.to_csv(os.path.join(out, f"{name}.csv"), index=False)
+    storage.write_file(os.path.join(out, f"{name}.csv"), df.to_csv(index=False))
     shown = (display if display is not None else df).map(fmt)
     markdown = (
         f"## {title}\n\n" + (shown.to_markdown(index=False) if len(shown) else EMPTY.get(name, "(no rows)")) + "\n"
     )
-    with open(os.path.join(out, f"{name}.md"), "w", encoding="utf-8") as f:
-        f.write(markdown)
+    storage.write_file(os.path.join(out, f"{name}.md"), markdown)
     return markdown
 
 
@@ -90,7 +88,11 @@ def summarize_experiments(
 ) -> dict[str, pd.DataFrame]:
     """Build, write and print every table (and plot) for the experiments at `paths`."""
     frame = load_experiments(paths, pool=pool)
+    # --out is the user's own choice of folder; the default inside an experiment is made without
+    # following a link planted there (every file in it is then written by storage.write_file).
+    root = out or os.path.dirname(default_out(paths))
     out = out or default_out(paths)
+    storage.make_folder(root, out)
     reference = load_reference()
     ran = set(frame["experiment"])
     built = {
@@ -112,7 +114,7 @@ def summarize_experiments(
     for name, table in built.items():
         print(write_table(table, out, name, titles[name], displays.get(name)))
     built.update(summarize_searches(frame, out, plots))
-    frame.to_csv(os.path.join(out, "results.csv"), index=False)
+    storage.write_file(os.path.join(out, "results.csv"), frame.to_csv(index=False))
     if plots:
         for experiment in frame["experiment"].unique():
             path = learning_curves(frame, experiment, os.path.join(out, plot_file_name(experiment)))

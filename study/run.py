@@ -113,6 +113,8 @@ def plan_runs(
         prepare_inputs(spec)
         if resume:
             path = find_run_to_resume(root, spec, name)
+            if not storage.is_uri(path):
+                storage.check_no_symlink(root, path)
             check_resumable(path, trust)
             plans.append(Plan(spec, root, path))
         else:
@@ -176,6 +178,7 @@ def check_resumable(path: str, trust: bool) -> None:
                 "if this is your own run, pass --trust"
             )
         return
+    storage.refuse_links_in_experiment(path)  # before anything, a restore of the backup included
     if not glob.glob(os.path.join(path, STATE_GLOB)):
         raise StudyError(
             f"{path}: no Tune experiment state in it (the run stopped before its first trial started); "

@@ -70,11 +70,10 @@ def mac(key: bytes, path: str) -> str:
 def sign(folder: str, key: bytes | None = None) -> None:
     """Write the manifest for the folder's files as they are now (through a rename: never half)."""
     key = key or secret_key()
+    from study.storage import write_file
+
     manifest = {name: mac(key, os.path.join(folder, name)) for name in signed_files(folder)}
-    tmp = os.path.join(folder, f"{MANIFEST}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(tmp, os.path.join(folder, MANIFEST))
+    write_file(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=1))
 
 
 def problems(folder: str, key: bytes | None = None) -> list[tuple[str, str]]:

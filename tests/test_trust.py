@@ -329,3 +329,30 @@ def test_a_planted_error_pickle_is_never_unpickled_at_the_end_of_a_run(ray_sessi
     assert open(planted, "rb").read() == pickle.dumps(Payload(marker))
     assert outcome.failed_trials == 1
     assert not os.path.exists(marker)
+
+
+@pytest.mark.slow
+def test_no_write_follows_a_symlink_out_of_the_experiment(finished, run_cli, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("the user's own file\n")
+    analysis = os.path.join(finished, "analysis")  # the run's own tables
+    os.remove(os.path.join(analysis, "results.csv"))
+    os.symlink(victim, os.path.join(analysis, "results.csv"))
+    assert_bad_input(run_cli("analyze", finished), "analysis/results.csv: is a symbolic link")
+    assert victim.read_text() == "the user's own file\n"
+
+    shutil.rmtree(analysis)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, analysis)
+    assert_bad_input(run_cli("analyze", finished), f"{analysis}: is a symbolic link")
+    assert os.listdir(elsewhere) == []
+    os.remove(analysis)
+
+    (trial,) = [d for d in sorted(os.listdir(finished)) if d.startswith("trial-")][:1]
+    moved = str(tmp_path / "moved-trial")
+    shutil.move(os.path.join(finished, trial), moved)
+    os.symlink(moved, os.path.join(finished, trial))
+    before = sorted(os.listdir(moved))
+    assert_bad_input(run_cli("resume", finished), f"{trial}: is a symbolic link")
+    assert sorted(os.listdir(moved)) == before
