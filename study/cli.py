@@ -227,7 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from study import run, storage
+    from study import lock, run, storage
     from study.cluster import release
     from study.prepare import prepare_inputs
 
@@ -235,6 +235,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not storage.exists(path):
         raise StudyError(f"{args.experiment}: no such experiment folder")
     spec = run.read_spec(path)
+    lock.take(path)  # before the checks: a restore of the backup writes
     run.check_resumable(path, args.trust)
     if run.all_finished(path, spec):
         return EXIT_TRIALS_FAILED if print_finished(path) else EXIT_OK
@@ -377,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("study: interrupted before any experiment folder was made", file=sys.stderr)
         return 130
+    finally:
+        if "study.lock" in sys.modules:
+            sys.modules["study.lock"].release_all()
 
 
 def console() -> int:

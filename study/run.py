@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from study import storage
+from study import lock, storage
 from study.checks import check_field
 from study.environment import ENVIRONMENT_FILE, collect
 from study.errors import StudyError
@@ -115,6 +115,7 @@ def plan_runs(
             path = find_run_to_resume(root, spec, name)
             if not storage.is_uri(path):
                 storage.check_no_symlink(root, path)
+            lock.take(path)  # before the checks: a restore of the backup writes
             check_resumable(path, trust)
             plans.append(Plan(spec, root, path))
         else:
@@ -278,6 +279,7 @@ def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[st
     warn_if_local_storage(plan.storage)
     set_state_save_period(plan.spec.num_trials())
     path = storage.create_experiment_dir(plan.storage, plan.name or plan.spec.name, exact=bool(plan.name))
+    lock.take(path)
     experiments_made.append(path)
     banner(plan.spec, path, resources)
     storage.write_text(storage.join(path, SPEC_FILE), plan.spec.text)

@@ -9,7 +9,7 @@ it was signed, is refused unless the user passes --trust after reading it.
 
 The manifest (`.study-signature.json`) maps each top-level file of the experiment folder to its
 MAC. Files that no one unpickles and that a resume rewrites (environment.json, Ray's storage
-marker) are left out; every other file must be listed and match, so a planted extra pickle fails.
+marker, the running driver's lock) are left out; every other file must be listed and match, so a planted extra pickle fails.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import secrets
 from study.errors import StudyError
 
 MANIFEST = ".study-signature.json"
-UNSIGNED = (MANIFEST, "environment.json", ".validate_storage_marker")
+UNSIGNED = (MANIFEST, "environment.json", ".validate_storage_marker", ".study-lock")
 KEY_BYTES = 32
 
 

@@ -12,6 +12,7 @@ import pickle
 import re
 import shutil
 import signal
+import socket
 import subprocess
 
 import pytest
@@ -356,3 +357,41 @@ def test_no_write_follows_a_symlink_out_of_the_experiment(finished, run_cli, tmp
     before = sorted(os.listdir(moved))
     assert_bad_input(run_cli("resume", finished), f"{trial}: is a symbolic link")
     assert sorted(os.listdir(moved)) == before
+
+
+def hold_lock(experiment: str, pid: int) -> None:
+    from study.lock import LOCK_FILE
+
+    with open(os.path.join(experiment, LOCK_FILE), "w") as f:
+        json.dump({"pid": pid, "host": socket.gethostname(), "since": "2026-12-07T10:00:00"}, f)
+
+
+def test_a_second_driver_is_refused_and_a_stale_lock_taken_over(run_cli, tmp_path):
+    from study.lock import LOCK_FILE
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "study.yaml").write_text(TINY)  # no Tune state: a resume that gets the lock stops there
+    # A live study of this user holds it (a process whose name is `study`).
+    holder = subprocess.Popen(["bash", "-c", "exec -a study sleep 60"])
+    try:
+        wait_for(lambda: open(f"/proc/{holder.pid}/cmdline", "rb").read().startswith(b"study\0"), 10, "exec")
+        hold_lock(str(exp), holder.pid)
+        assert_bad_input(
+            run_cli("resume", str(exp)), "another study is running on it", f"pid {holder.pid} on", "since 2026-12-07"
+        )
+        assert (exp / LOCK_FILE).exists()  # the holder's, left alone
+    finally:
+        holder.kill()
+        holder.wait()
+    # Dead now (and a live pid that is no study, e.g. this test's `sleep`, counts as gone too).
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        for pid in (holder.pid, other.pid):
+            hold_lock(str(exp), pid)
+            code, _, err = run_cli("resume", str(exp))
+            assert code == 2 and f"removed a stale lock of pid {pid}" in err and "no Tune experiment state" in err, err
+            assert not (exp / LOCK_FILE).exists()  # taken over, then released at the command's end
+    finally:
+        other.kill()
+        other.wait()
