@@ -395,3 +395,53 @@ def test_a_second_driver_is_refused_and_a_stale_lock_taken_over(run_cli, tmp_pat
     finally:
         other.kill()
         other.wait()
+
+
+def snapshot(folder: str) -> dict[str, bytes]:
+    """Every entry under `folder`, with its content (a link's target): to tell any change."""
+    found = {}
+    for parent, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            if os.path.islink(path):
+                found[path] = os.readlink(path).encode()
+            elif os.path.isfile(path):
+                with open(path, "rb") as f:
+                    found[path] = f.read()
+            else:
+                found[path] = b"<folder>"
+    return found
+
+
+@pytest.mark.slow
+def test_analyze_never_changes_the_experiment_and_works_read_only(finished, run_cli, tmp_path):
+    src = str(tmp_path / "src")
+    shutil.copytree(finished, src)
+    shutil.rmtree(os.path.join(src, "analysis"))
+    (state,) = glob.glob(os.path.join(src, "experiment_state-*.json"))
+    with open(state, "r+b") as f:  # cut short by a crash: the analysis reads the backup's copy
+        f.truncate(os.path.getsize(state) // 2)
+    subprocess.run(["chmod", "-R", "a-w", src], check=True)
+    # As root, chmod stops no write: a read-only bind mount does, where this user may mount.
+    ro = str(tmp_path / "ro")
+    os.mkdir(ro)
+    mounted = subprocess.run(["mount", "--bind", src, ro], capture_output=True).returncode == 0
+    try:
+        if mounted and subprocess.run(["mount", "-o", "remount,ro,bind", ro], capture_output=True).returncode:
+            pytest.skip("cannot remount read-only here")
+        exp = ro if mounted else src
+        before = snapshot(src)
+
+        code, out, err = run_cli("analyze", exp, "--out", str(tmp_path / "tables"))
+        assert code == 0, err
+        assert "reading the last good copy" in err and (tmp_path / "tables" / "per_variant.csv").exists()
+        assert snapshot(src) == before  # nothing restored, moved aside or written
+
+        if mounted:
+            assert_bad_input(run_cli("analyze", exp), "Read-only file system")
+            assert_bad_input(run_cli("resume", exp), "Read-only file system")
+        assert snapshot(src) == before
+    finally:
+        if mounted:
+            subprocess.run(["umount", ro], check=True)
+        subprocess.run(["chmod", "-R", "u+w", src], check=True)
