@@ -42,7 +42,7 @@ class Plan:
 class Outcome:
     path: str
     failed_trials: int
-    stopped_by: int | None  # the signal (SIGINT, SIGTERM) that stopped the study early, or None
+    stopped_by: int | None  # the signal (SIGINT, SIGTERM, SIGHUP) that stopped the study early, or None
     at_once: bool = False  # a second signal stopped it at once, without Tune's final save
 
 
@@ -356,11 +356,12 @@ def fit(tuner: Any, path: str) -> Outcome:
 
 @contextmanager
 def stop_signals() -> Iterator[list[int]]:
-    """SIGINT and SIGTERM stop a study the way Tune stops on SIGUSR1: trials end, state is saved.
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal or SSH session) stop a study the way Tune
+    stops on SIGUSR1: trials end, state is saved.
 
-    Tune's own SIGINT handler is turned off so that both signals take one path, and the caller
-    learns which one came (the list it yields), to exit 130 or 143 instead of printing tables as
-    if the study had finished. A second signal stops at once (KeyboardInterrupt).
+    Tune's own SIGINT handler is turned off so that all three take one path, and the caller
+    learns which one came (the list it yields), to exit 128 + its number instead of printing
+    tables as if the study had finished. A second signal stops at once (KeyboardInterrupt).
     """
     received: list[int] = []
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
@@ -378,7 +379,7 @@ def stop_signals() -> Iterator[list[int]]:
         )
         os.kill(os.getpid(), signal.SIGUSR1)  # Tune ends its loop and saves the experiment
 
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield received
     finally:

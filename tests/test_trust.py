@@ -19,7 +19,7 @@ import pytest
 
 from study import signing, storage
 from study.errors import StudyError
-from tests.processes import children_of, kill_tree, start_study, wait_for
+from tests.processes import alive, children_of, in_session, kill_tree, start_study, wait_for
 from tests.processes import result_rows as rows
 from tests.test_errors import assert_bad_input
 from tests.test_faults import CRASH_SPACE
@@ -244,7 +244,7 @@ def is_loopback(address: str) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(write_yaml, tmp_path, signum):
     exp = str(tmp_path / "long")
     log = str(tmp_path / "run.log")
@@ -256,8 +256,13 @@ def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(write_
         if signum == signal.SIGINT:  # while it runs: every socket of the study is on loopback
             sockets = listening_sockets({proc.pid, *children_of(proc.pid)})
             assert sockets and all(is_loopback(s) for s in sockets), sockets
+        started = {proc.pid, *children_of(proc.pid)}  # the study's processes: Ray's and the trials'
         os.kill(proc.pid, signum)
         code = proc.wait(timeout=120)
+        # None outlives the study by 10 s: those it had, and any left in its session (by PID).
+        wait_for(
+            lambda: not [p for p in started | in_session(proc.pid) if alive(p)], 10, "the study's processes to end"
+        )
     finally:
         kill_tree(proc)
     text = open(log).read()
