@@ -450,3 +450,36 @@ def test_analyze_never_changes_the_experiment_and_works_read_only(finished, run_
         if mounted:
             subprocess.run(["umount", ro], check=True)
         subprocess.run(["chmod", "-R", "u+w", src], check=True)
+
+
+@pytest.mark.slow
+def test_a_local_ray_keeps_its_files_in_a_folder_private_to_the_user(write_yaml, tmp_path):
+    import sys
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="t", dir="/tmp")  # short: Ray's unix socket paths live under it
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_TMPDIR"}, "TMPDIR": base}
+
+    def study(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "study", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    try:
+        space = write_yaml(TINY)
+        done = study("run", space, "--storage-path", str(tmp_path), "--name", "exp")
+        assert done.returncode == 0, done.stderr[-3000:]
+        private = os.path.join(base, f"study-ray-{os.getuid()}")
+        assert glob.glob(os.path.join(private, "ray", "session_2*", "sockets"))  # Ray's own (0777) folders
+        info = os.stat(private)
+        assert info.st_mode & 0o777 == 0o700 and info.st_uid == os.getuid()
+
+        os.chmod(private, 0o755)  # others could enter it, and Ray's folders inside are world-writable
+        refused = study("run", space, "--storage-path", str(tmp_path), "--name", "exp2")
+        assert_bad_input((refused.returncode, "", refused.stderr), f"{private}: Ray's temporary folder is open")
+        os.chmod(private, 0o700)
+        os.chown(private, 65534, -1)  # another user's (nobody)
+        refused = study("run", space, "--storage-path", str(tmp_path), "--name", "exp2")
+        assert_bad_input((refused.returncode, "", refused.stderr), "belongs to another user (uid 65534)")
+        assert not (tmp_path / "exp2").exists()
+    finally:
+        shutil.rmtree(base)
