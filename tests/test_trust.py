@@ -483,3 +483,32 @@ def test_a_local_ray_keeps_its_files_in_a_folder_private_to_the_user(write_yaml,
         assert not (tmp_path / "exp2").exists()
     finally:
         shutil.rmtree(base)
+
+
+@pytest.mark.parametrize(
+    "logger,message",
+    [
+        ("ray.tune.execution.experiment_state", "Saving experiment state to storage at '/x' failed with exception: "),
+        ("ray.tune.tune", "Experiment state snapshotting failed:"),
+    ],
+)
+def test_a_failed_state_save_is_one_line_not_a_traceback(logger, message):
+    import io
+    import logging
+
+    from study.tuner import quiet_tune_noise
+
+    quiet_tune_noise()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logging.getLogger(logger).addHandler(handler)
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            logging.getLogger(logger).error(message, exc_info=True, stack_info=True)
+    finally:
+        logging.getLogger(logger).removeHandler(handler)
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and "Traceback" not in text and "Stack" not in text, text
+    assert "could not save its experiment state" in text and "No space left on device" in text
