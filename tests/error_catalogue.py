@@ -98,6 +98,10 @@ def resume_of(setup: str) -> Callable[[str], list[str]]:
             write(exp, "study.yaml", TINY)
         if setup == "half":
             os.makedirs(os.path.join(exp, "trial-s0-00000"))
+        if setup == "trial link":  # a trial folder that is a link to a folder outside
+            write(exp, "study.yaml", TINY)
+            os.makedirs(os.path.join(folder, "elsewhere"))
+            os.symlink(os.path.join(folder, "elsewhere"), os.path.join(exp, "trial-s0-00000"))
         return ["resume", exp]
 
     return make
@@ -232,6 +236,9 @@ CASES = [
     Case("resume: not a study folder", "not a study experiment folder (no study.yaml)", resume_of("plain")),
     Case("resume: only study.yaml", "no Tune experiment state in it", resume_of("spec only")),
     Case("resume: half-written", "no Tune experiment state in it", resume_of("half")),
+    Case(
+        "resume: a trial folder that is a symbolic link", "trial-s0-00000: is a symbolic link", resume_of("trial link")
+    ),
     Case("imagefolder: a truncated JPEG", "x.jpg: unreadable image", imagefolder("truncated")),
     Case("imagefolder: a zero-byte PNG", "empty.png: unreadable image", imagefolder("empty")),
     Case("imagefolder: one class", "1 class folder(s); a classifier needs at least 2", imagefolder("one class")),
