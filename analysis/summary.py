@@ -87,12 +87,14 @@ def summarize_experiments(
     paths: Sequence[str], out: str | None = None, plots: bool = True, pool: bool = False
 ) -> dict[str, pd.DataFrame]:
     """Build, write and print every table (and plot) for the experiments at `paths`."""
-    storage.check_writable(out or default_out(paths), "--out" if out else "tables:")  # before the reading
-    frame = load_experiments(paths, pool=pool)
     # --out is the user's own choice of folder; the default inside an experiment is made without
     # following a link planted there (every file in it is then written by storage.write_file).
     root = out or os.path.dirname(default_out(paths))
+    flag = "--out" if out else "the tables' folder (the default of --out)"
     out = out or default_out(paths)
+    storage.check_no_symlink(root, out)
+    storage.check_writable(out, flag)  # before the reading: a read-only folder is one line at once
+    frame = load_experiments(paths, pool=pool)
     storage.make_folder(root, out)
     reference = load_reference()
     ran = set(frame["experiment"])

@@ -351,8 +351,9 @@ def test_no_write_follows_a_symlink_out_of_the_experiment(finished, run_cli, tmp
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     os.symlink(elsewhere, analysis)
+    untouched = os.stat(elsewhere).st_mtime_ns
     assert_bad_input(run_cli("analyze", finished), f"{analysis}: is a symbolic link")
-    assert os.listdir(elsewhere) == []
+    assert os.listdir(elsewhere) == [] and os.stat(elsewhere).st_mtime_ns == untouched  # not even a probe
     os.remove(analysis)
 
     (trial,) = [d for d in sorted(os.listdir(finished)) if d.startswith("trial-")][:1]
