@@ -73,6 +73,7 @@ def release_all() -> None:
                 os.remove(path)
             except FileNotFoundError:
                 pass
+    restore_signals()
 
 
 def read_holder(path: str) -> dict[str, Any] | None:
@@ -124,13 +125,19 @@ def remove_stale(path: str, holder: dict[str, Any]) -> None:
     print(f"[study] removed a stale lock of {describe(holder)}: that study is no longer running", file=sys.stderr)
 
 
+def leave(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def stop_on_hangup_or_term() -> None:
     """SIGTERM and SIGHUP end the command through Python's unwinding (so the lock is released)
     where nothing else handles them; around the trials `study.run.stop_signals` does."""
-
-    def leave(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
     for s in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(s) in (signal.SIG_DFL, None):
             signal.signal(s, leave)
+
+
+def restore_signals() -> None:
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(s) is leave:
+            signal.signal(s, signal.SIG_DFL)

@@ -81,6 +81,7 @@ def finished(ray_session, run_cli, write_yaml, tmp_path):
 @pytest.mark.slow
 def test_planted_pickles_are_never_run_by_analyze_and_refused_by_resume(finished, run_cli, tmp_path):
     assert signing.problem(finished) is None  # our own run is signed as it stands
+    assert not os.path.exists(os.path.join(finished, ".study-lock"))  # released at the run's end
     marker = str(tmp_path / "PWNED")
     plant(finished, marker)
 
@@ -245,7 +246,7 @@ def is_loopback(address: str) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
-def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(write_yaml, tmp_path, signum):
+def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(run_cli, write_yaml, tmp_path, signum):
     exp = str(tmp_path / "long")
     log = str(tmp_path / "run.log")
     # A user's OMP_NUM_THREADS, which Ray leaves as it finds it, must not give a 1-CPU trial 2 threads.
@@ -256,6 +257,8 @@ def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(write_
         if signum == signal.SIGINT:  # while it runs: every socket of the study is on loopback
             sockets = listening_sockets({proc.pid, *children_of(proc.pid)})
             assert sockets and all(is_loopback(s) for s in sockets), sockets
+        # A second driver on the running study is refused, naming the first.
+        assert_bad_input(run_cli("resume", exp), "another study is running on it", f"pid {proc.pid} on")
         started = {proc.pid, *children_of(proc.pid)}  # the study's processes: Ray's and the trials'
         os.kill(proc.pid, signum)
         code = proc.wait(timeout=120)
@@ -267,6 +270,7 @@ def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(write_
         kill_tree(proc)
     text = open(log).read()
     assert code == 128 + signum, text[-3000:]
+    assert not os.path.exists(os.path.join(exp, ".study-lock"))  # released on the way out
     assert f"stopped by {signal.Signals(signum).name}" in text and f"study resume {exp}" in text
     assert "Per variant" not in text  # no tables that pretend the study finished
     # The driver prints no traceback. Lines Ray forwards from a trial worker ("(train_trial pid=N)")
