@@ -40,7 +40,7 @@ def take(experiment_path: str) -> None:
     record = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
-        "since": dt.datetime.now().isoformat(timespec="seconds"),
+        "since": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     for attempt in range(2):
         try:
@@ -121,6 +121,8 @@ def refusal(experiment_path: str, holder: dict[str, Any] | None) -> StudyError:
 
 
 def remove_stale(path: str, holder: dict[str, Any]) -> None:
+    if read_holder(path) != holder:  # another driver took it over in between: its lock now
+        return
     os.remove(path)
     print(f"[study] removed a stale lock of {describe(holder)}: that study is no longer running", file=sys.stderr)
 
