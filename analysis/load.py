@@ -13,7 +13,7 @@ import pandas as pd
 from study import storage
 from study.checkpoints import config_key
 from study.errors import StudyError, reason
-from study.experiment_state import STATE_GLOB, repair_state, trial_states
+from study.experiment_state import STATE_GLOB, state_to_read, trial_states
 from study.models import model_fields
 from study.schema import META_KEY, trial_config, variant_name
 
@@ -56,18 +56,19 @@ def load_experiment(path: str) -> pd.DataFrame:
     Works on finished, running and interrupted experiments, and on folders someone else wrote:
     it reads each trial's params.json and result.json and the statuses in Tune's
     experiment_state-*.json, all as JSON. Ray's pickles (tuner.pkl, params.pkl, the pickled
-    fields of the state) are never opened, and Ray is not imported.
+    fields of the state) are never opened, Ray is not imported, and nothing in the folder is
+    written: a read-only folder reads the same.
     """
     path = storage.normalize(path)
     if not storage.is_uri(path):
         if not os.path.isdir(path):
             raise StudyError(f"{path}: no such experiment folder")
-        repair_state(path)  # a state file cut short by a crash: back to the last good copy
     entries = storage.list_dir(path)
     states = [name for name, is_dir in entries if not is_dir and fnmatch.fnmatch(name, STATE_GLOB)]
     if not states:
         raise StudyError(f"{path}: not a Ray Tune experiment folder (no {STATE_GLOB} in it)")
-    tune_state = trial_states(storage.join(path, states[-1]))
+    # Read only: a state cut short by a crash is read from the backup copy, not restored.
+    tune_state = trial_states(storage.join(path, states[-1]) if storage.is_uri(path) else state_to_read(path))
     frames = []
     for name, is_dir in entries:
         trial_dir = storage.join(path, name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from typing import Any
 
@@ -80,7 +79,17 @@ def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
             ax.yaxis.set_minor_formatter(NullFormatter())
     axes[0].legend(fontsize=8, title="mean over the trials at each epoch;\nband = their range", title_fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
+
+
+def save_figure(figure: Any, path: str, **kwargs: Any) -> None:
+    """A figure as PNG, written through storage.write_file (never through a symbolic link)."""
+    import io
+
+    from study import storage
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", **kwargs)
+    storage.write_file(path, buffer.getvalue())

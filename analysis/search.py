@@ -212,11 +212,15 @@ def importances(study: Any) -> pd.DataFrame:
 def write_study_file(frames: list[pd.DataFrame], path: str) -> str:
     """optuna.db (SQLite, Optuna's RDB storage), one study per search experiment, for
     `optuna-dashboard PATH`. Written anew each time, whole or not at all."""
+    import secrets
+
     import optuna
 
-    tmp = f"{path}.tmp-{os.getpid()}"
-    if os.path.exists(tmp):
-        os.remove(tmp)
+    from study.storage import check_no_symlink
+
+    check_no_symlink(os.path.dirname(path), path)
+    tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))  # SQLite fills it
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp}")
     for frame in frames:
         optuna_study(frame, storage=storage)
@@ -231,7 +235,7 @@ def search_plots(study: Any, out: str, experiment: str) -> list[str]:
     import optuna.visualization.matplotlib as ovm
     from matplotlib.ticker import NullFormatter
 
-    from study.analysis.plots import plot_file_name, pyplot
+    from study.analysis.plots import plot_file_name, pyplot, save_figure
 
     plt = pyplot()
 
@@ -245,7 +249,7 @@ def search_plots(study: Any, out: str, experiment: str) -> list[str]:
                 ax.xaxis.set_minor_formatter(NullFormatter())
         figure = np.ravel(axes)[0].figure
         path = os.path.join(out, plot_file_name(experiment).replace("curves_", f"{kind}_"))
-        figure.savefig(path, dpi=110, bbox_inches="tight")
+        save_figure(figure, path, dpi=110, bbox_inches="tight")
         plt.close(figure)
         written.append(path)
     return written

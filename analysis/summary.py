@@ -95,8 +95,7 @@ def write_table(
 ) -> str:
     """Write NAME.csv (raw numbers) and NAME.md (formatted, then `notes`, one a line, which stand in
     for an empty table); return the Markdown for printing."""
-    os.makedirs(out, exist_ok=True)
-    df.to_csv(os.path.join(out, f"{name}.csv"), index=False)
+    storage.write_file(os.path.join(out, f"{name}.csv"), df.to_csv(index=False))
     shown = (display if display is not None else df).map(fmt)
     if len(shown):
         body = [shown.to_markdown(index=False)]
@@ -105,8 +104,7 @@ def write_table(
     if notes:
         body.append("\n".join(notes))
     markdown = f"## {title}\n\n" + "\n\n".join(body) + "\n"
-    with open(os.path.join(out, f"{name}.md"), "w", encoding="utf-8") as f:
-        f.write(markdown)
+    storage.write_file(os.path.join(out, f"{name}.md"), markdown)
     return markdown
 
 
@@ -114,8 +112,15 @@ def summarize_experiments(
     paths: Sequence[str], out: str | None = None, plots: bool = True, pool: bool = False
 ) -> dict[str, pd.DataFrame]:
     """Build, write and print every table (and plot) for the experiments at `paths`."""
-    frame = load_experiments(paths, pool=pool)
+    # --out is the user's own choice of folder; the default inside an experiment is made without
+    # following a link planted there (every file in it is then written by storage.write_file).
+    root = out or os.path.dirname(default_out(paths))
+    flag = "--out" if out else "the tables' folder (the default of --out)"
     out = out or default_out(paths)
+    storage.check_no_symlink(root, out)
+    storage.check_writable(out, flag)  # before the reading: a read-only folder is one line at once
+    frame = load_experiments(paths, pool=pool)
+    storage.make_folder(root, out)
     reference = load_reference()
     ran = set(frame["experiment"])
     built = {
@@ -144,7 +149,7 @@ def summarize_experiments(
     for name, table in built.items():
         print(write_table(table, out, name, titles[name], displays.get(name)))
     built.update(summarize_searches(frame, out, plots))
-    frame.to_csv(os.path.join(out, "results.csv"), index=False)
+    storage.write_file(os.path.join(out, "results.csv"), frame.to_csv(index=False))
     if plots:
         for experiment in frame["experiment"].unique():
             path = learning_curves(frame, experiment, os.path.join(out, plot_file_name(experiment)))

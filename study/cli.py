@@ -1,7 +1,7 @@
 """`study`: run, resume, validate and analyze hyperparameter studies of the report's models; export and use them.
 
 Exit codes: 0 success; 1 the study ran but some trials failed; 2 bad input (one line on stderr);
-130 and 143 stopped by SIGINT and SIGTERM (state saved; `study resume` continues).
+130, 143 and 129 stopped by SIGINT, SIGTERM and SIGHUP (state saved; `study resume` continues).
 """
 
 from __future__ import annotations
@@ -232,6 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             outcome = run.run_experiment(plan, trial_resources, args.command_line)
         if outcome.stopped_by is not None:
+            release()  # now, not at exit: none of the study's processes outlives it
             return stopped(outcome)
         if i == len(plans) - 1:
             release()  # the tables need no Ray
@@ -240,7 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from study import run, storage
+    from study import lock, run, storage
     from study.cluster import release
     from study.prepare import prepare_inputs
 
@@ -248,6 +249,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not storage.exists(path):
         raise StudyError(f"{args.experiment}: no such experiment folder")
     spec = run.read_spec(path)
+    lock.take(path)  # before the checks: a restore of the backup writes
     if args.num_samples is not None:
         spec = run.grown(spec, args.num_samples, path)
     run.check_resumable(path, args.trust)
@@ -257,6 +259,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     (resources,) = run.connect_and_size([run.Plan(spec, storage.parent(path), path)], args.address, args.autoscale)
     outcome = run.resume_experiment(path, resources, args.command_line, spec)
     if outcome.stopped_by is not None:
+        release()  # now, not at exit: none of the study's processes outlives it
         return stopped(outcome)
     release()
     return EXIT_TRIALS_FAILED if print_outcome(outcome) else EXIT_OK
@@ -392,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("study: interrupted before any experiment folder was made", file=sys.stderr)
         return 130
+    finally:
+        if "study.lock" in sys.modules:
+            sys.modules["study.lock"].release_all()
 
 
 def console() -> int:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 
 from study.errors import StudyError, reason, where
 from study.space import StudySpec
@@ -45,6 +47,39 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
         ) from None
 
 
+def private_temp_dir() -> str:
+    """Ray's temporary folder for the local Ray that `study` starts: RAY_TMPDIR where the user set
+    it, else `study-ray-<uid>` in the system's temporary folder (short: Ray's unix sockets live in
+    it, and their paths must stay under 107 bytes).
+
+    Ray makes its own `ray/`, session, `sockets/` and `logs/` folders in it world-writable (0777,
+    no sticky bit), where Tune stages state before `study` signs it. Inside a folder that only
+    this user can enter (0700) no other user reaches them. A folder another user owns, or that
+    others can enter, is refused: they may have planted entries in it.
+    """
+    folder = os.environ.get("RAY_TMPDIR") or os.path.join(tempfile.gettempdir(), f"study-ray-{os.getuid()}")
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StudyError(f"{folder}: cannot make Ray's temporary folder ({exc.strerror})") from None
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode):
+        raise StudyError(f"{folder}: Ray's temporary folder is not a folder (a link or a file); remove it")
+    if info.st_uid != os.getuid():
+        raise StudyError(
+            f"{folder}: Ray's temporary folder belongs to another user (uid {info.st_uid}); remove it, "
+            "or set RAY_TMPDIR to a folder of your own"
+        )
+    if info.st_mode & 0o077:  # others could have entered it, and Ray's folders inside are 0777
+        raise StudyError(
+            f"{folder}: Ray's temporary folder is open to other users (mode {stat.S_IMODE(info.st_mode):o}); "
+            "check what is in it and make it private (chmod 700), or set RAY_TMPDIR to a private folder"
+        )
+    return folder
+
+
 # When the first driver connects, Ray starts an idle worker process per CPU, ready for tasks. Tune
 # runs each trial in an actor with its own runtime environment (Tune's env_vars), which Ray never
 # gives such a worker: it starts new ones. The idle ones would only compete with the study's start
@@ -57,7 +92,8 @@ started_here = False
 
 
 def connect(address: str | None) -> None:
-    """Start a local, loopback-only Ray (no dashboard), or join the cluster at `address`.
+    """Start a local, loopback-only Ray (no dashboard, its files in a private folder), or join
+    the cluster at `address`.
 
     A cluster given by --address keeps Ray's own settings (see docs/cluster.md).
     """
@@ -77,6 +113,7 @@ def connect(address: str | None) -> None:
             hint = " (is RAY_AUTH_MODE=token set, as for `ray start`?)" if "auth" in str(exc).lower() else ""
             raise StudyError(f"--address {address}: cannot connect to the Ray cluster: {reason(exc)}{hint}") from None
     else:
+        os.environ["RAY_TMPDIR"] = private_temp_dir()  # before Ray's processes start: they inherit it
         ray.init(
             include_dashboard=False,
             configure_logging=True,

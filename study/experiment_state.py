@@ -4,7 +4,8 @@ Ray writes `experiment_state-*.json` (and the search state beside it) in place, 
 driver killed during that write leaves a truncated file that neither `Tuner.restore` nor the
 analysis can read, and the whole study looks lost although every trial's checkpoints are intact.
 `study.state_backup.StateBackup` keeps a copy of the last state that parsed; `repair_state` puts
-it back before a resume or an analysis. Local folders only.
+it back before a resume, and an analysis reads it in place of the live file (`state_to_read`),
+never changing the folder. Local folders only.
 """
 
 from __future__ import annotations
@@ -91,6 +92,23 @@ def repair_state(experiment_path: str, settle_s: float = 2.0) -> bool:
         file=sys.stderr,
     )
     return True
+
+
+def state_to_read(experiment_path: str) -> str | None:
+    """The newest Tune state file of a local experiment, for reading only: the live one, or, when
+    it is cut short, the backup's copy in its place (the folder is left as it is). None when the
+    folder has no state file."""
+    live = sorted(glob.glob(os.path.join(experiment_path, STATE_GLOB)))
+    if not live or readable(live[-1]):
+        return live[-1] if live else None
+    copies = sorted(glob.glob(os.path.join(experiment_path, BACKUP_DIR, STATE_GLOB)))
+    if not copies or not readable(copies[-1]):
+        raise StudyError(f"{live[-1]}: experiment state cut short (a crash mid-write) and no whole backup copy")
+    print(
+        f"[study] {os.path.basename(live[-1])} was cut short by a crash; reading the last good copy in {BACKUP_DIR}/",
+        file=sys.stderr,
+    )
+    return copies[-1]
 
 
 def trial_states(state_uri: str) -> dict[str, dict[str, Any]]:

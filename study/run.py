@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from study import storage
+from study import lock, storage
 from study.checks import check_field
 from study.environment import ENVIRONMENT_FILE, collect
 from study.errors import StudyError
@@ -42,7 +42,7 @@ class Plan:
 class Outcome:
     path: str
     failed_trials: int
-    stopped_by: int | None  # the signal (SIGINT, SIGTERM) that stopped the study early, or None
+    stopped_by: int | None  # the signal (SIGINT, SIGTERM, SIGHUP) that stopped the study early, or None
     at_once: bool = False  # a second signal stopped it at once, without Tune's final save
 
 
@@ -113,6 +113,9 @@ def plan_runs(
         prepare_inputs(spec)
         if resume:
             path = find_run_to_resume(root, spec, name)
+            if not storage.is_uri(path):
+                storage.check_no_symlink(root, path)
+            lock.take(path)  # before the checks: a restore of the backup writes
             check_resumable(path, trust)
             plans.append(Plan(spec, root, path))
         else:
@@ -207,6 +210,7 @@ def check_resumable(path: str, trust: bool) -> None:
                 "if this is your own run, pass --trust"
             )
         return
+    storage.refuse_links_in_experiment(path)  # before anything, a restore of the backup included
     if not glob.glob(os.path.join(path, STATE_GLOB)):
         raise StudyError(
             f"{path}: no Tune experiment state in it (the run stopped before its first trial started); "
@@ -306,6 +310,7 @@ def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[st
     warn_if_local_storage(plan.storage)
     set_state_save_period(plan.spec.num_trials())
     path = storage.create_experiment_dir(plan.storage, plan.name or plan.spec.name, exact=bool(plan.name))
+    lock.take(path)
     experiments_made.append(path)
     banner(plan.spec, path, resources)
     storage.write_text(storage.join(path, SPEC_FILE), plan.spec.text)
@@ -371,6 +376,9 @@ def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: boo
 
 def fit(tuner: Any, path: str) -> Outcome:
     from study.state_backup import running_in
+    from study.tuner import never_unpickle_errors
+
+    never_unpickle_errors()
 
     with stop_signals() as received, running_in(path):
         try:
@@ -385,16 +393,17 @@ def fit(tuner: Any, path: str) -> Outcome:
         # as the backup too (a damaged state file of a finished study then loses nothing).
         if not StateBackup(path).copy_state():
             signing.sign(path)
-    return Outcome(path, len(results.errors), received[0] if received else None)
+    return Outcome(path, results.num_errors, received[0] if received else None)  # from statuses
 
 
 @contextmanager
 def stop_signals() -> Iterator[list[int]]:
-    """SIGINT and SIGTERM stop a study the way Tune stops on SIGUSR1: trials end, state is saved.
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal or SSH session) stop a study the way Tune
+    stops on SIGUSR1: trials end, state is saved.
 
-    Tune's own SIGINT handler is turned off so that both signals take one path, and the caller
-    learns which one came (the list it yields), to exit 130 or 143 instead of printing tables as
-    if the study had finished. A second signal stops at once (KeyboardInterrupt).
+    Tune's own SIGINT handler is turned off so that all three take one path, and the caller
+    learns which one came (the list it yields), to exit 128 + its number instead of printing
+    tables as if the study had finished. A second signal stops at once (KeyboardInterrupt).
     """
     received: list[int] = []
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
@@ -412,7 +421,7 @@ def stop_signals() -> Iterator[list[int]]:
         )
         os.kill(os.getpid(), signal.SIGUSR1)  # Tune ends its loop and saves the experiment
 
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield received
     finally:

@@ -9,7 +9,7 @@ it was signed, is refused unless the user passes --trust after reading it.
 
 The manifest (`.study-signature.json`) maps each top-level file of the experiment folder to its
 MAC. Files that no one unpickles and that a resume rewrites (environment.json, Ray's storage
-marker) are left out; every other file must be listed and match, so a planted extra pickle fails.
+marker, the running driver's lock) are left out; every other file must be listed and match, so a planted extra pickle fails.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import secrets
 from study.errors import StudyError
 
 MANIFEST = ".study-signature.json"
-UNSIGNED = (MANIFEST, "environment.json", ".validate_storage_marker")
+UNSIGNED = (MANIFEST, "environment.json", ".validate_storage_marker", ".study-lock")
 KEY_BYTES = 32
 
 
@@ -70,11 +70,10 @@ def mac(key: bytes, path: str) -> str:
 def sign(folder: str, key: bytes | None = None) -> None:
     """Write the manifest for the folder's files as they are now (through a rename: never half)."""
     key = key or secret_key()
+    from study.storage import write_file
+
     manifest = {name: mac(key, os.path.join(folder, name)) for name in signed_files(folder)}
-    tmp = os.path.join(folder, f"{MANIFEST}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(tmp, os.path.join(folder, MANIFEST))
+    write_file(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=1))
 
 
 def problems(folder: str, key: bytes | None = None) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import re
+import secrets
 import tempfile
 
 import pyarrow
@@ -82,13 +83,58 @@ def json_lines(text: str) -> list[dict]:
     return rows
 
 
+def symlink_refused(path: str) -> StudyError:
+    return StudyError(
+        f"{path}: is a symbolic link where study expects its own file or folder; study writes only inside "
+        "the folder it was given and does not follow it: remove the link"
+    )
+
+
+def check_no_symlink(root: str, path: str) -> None:
+    """Refuse (one line) when `path`, or a folder between `root` and it, is a symbolic link: a
+    write there would land outside `root`. Parts that do not exist yet are fine."""
+    rel = os.path.relpath(path, root)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        raise StudyError(f"{path}: outside {root}; study writes only inside the folder it was given")
+    current = root
+    for part in [] if rel == os.curdir else rel.split(os.sep):
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            raise symlink_refused(current)
+
+
+def make_folder(root: str, path: str) -> None:
+    """Create `path` (and the folders up to it) inside `root`, never through a symbolic link."""
+    check_no_symlink(root, path)
+    os.makedirs(path, exist_ok=True)
+
+
+def write_file(path: str, data: str | bytes, root: str | None = None) -> None:
+    """Write a local file whole, inside `root` (default: its own folder), never through a link.
+
+    The data goes to a new temporary name (O_EXCL | O_NOFOLLOW: never an existing file or link),
+    then a rename, which replaces a name and never follows it. A symbolic link at `path` or
+    between `root` and it is refused instead (see `check_no_symlink`).
+    """
+    folder = os.path.dirname(path)
+    check_no_symlink(root or folder, path)
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def write_text(uri: str, text: str) -> None:
-    """Write a small file whole. Local files go through a temporary name and a rename."""
+    """Write a small file whole: a local one through `write_file`, a URI's through pyarrow."""
     if not is_uri(uri):
-        tmp = f"{uri}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, uri)
+        write_file(uri, text)
         return
     fs, path = filesystem(uri)
     with fs.open_output_stream(path) as f:
@@ -151,6 +197,18 @@ def create_experiment_dir(storage: str, name: str, exact: bool) -> str:
             if exact:
                 raise name_taken(path) from None
     raise StudyError(f"{storage}: could not find a free folder name for {name}")
+
+
+def refuse_links_in_experiment(path: str) -> None:
+    """A resume lets Ray write into the experiment folder and its trial folders: a symbolic link
+    among their entries (a trial folder, a checkpoint, a state file) would take a write outside."""
+    for entry in os.scandir(path):
+        if entry.is_symlink():
+            raise symlink_refused(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            for inner in os.scandir(entry.path):
+                if inner.is_symlink():
+                    raise symlink_refused(inner.path)
 
 
 def list_dir(uri: str) -> list[tuple[str, bool]]:

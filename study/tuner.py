@@ -219,17 +219,60 @@ class DropMessages(logging.Filter):
         return not str(record.msg).startswith(self.prefixes)
 
 
+class OneLine(logging.Filter):
+    """Turn a logger's records that start with `prefix` into `message` and the first line of their
+    exception, without the traceback."""
+
+    def __init__(self, prefix: str, message: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.message = message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith(self.prefix):
+            exc = record.exc_info[1] if record.exc_info else None
+            record.msg = f"{self.message} ({reason(exc) if exc else 'no reason given'})"
+            record.args = None
+            record.exc_info = record.exc_text = record.stack_info = None
+        return True
+
+
+# A failed save of Tune's state (a full disk, say): the study goes on and a resume continues from
+# the last state saved, so one line says what the user needs, not Ray's traceback.
+STATE_SAVE_FAILED = (
+    "[study] warning: Tune could not save its experiment state; the study goes on, "
+    "and a resume continues from the last state saved"
+)
+
 # Two of Tune's warnings that tell a study's user the wrong thing. After a stop or a resume, trials
 # that had not started have no result.json, which is expected (`study analyze` reads the results
 # itself); and `study` prints its own way to continue (`study resume ...`), not Tuner.restore().
-TUNE_NOISE = {
-    "ray.tune.analysis.experiment_analysis": DropMessages("Failed to fetch metrics for"),
-    "ray.tune.tune": DropMessages("Experiment has been interrupted, but the most recent state was saved"),
-}
+TUNE_NOISE = [
+    ("ray.tune.analysis.experiment_analysis", DropMessages("Failed to fetch metrics for")),
+    ("ray.tune.tune", DropMessages("Experiment has been interrupted, but the most recent state was saved")),
+    ("ray.tune.execution.experiment_state", OneLine("Saving experiment state to storage at", STATE_SAVE_FAILED)),
+    ("ray.tune.tune", OneLine("Experiment state snapshotting failed", STATE_SAVE_FAILED)),
+]
+
+
+def never_unpickle_errors() -> None:
+    """Keep Ray from unpickling a failed trial's error.pkl (code, in an unsigned trial folder).
+
+    Tune's ResultGrid, built at the end of `Tuner.fit`, loads each failed trial's error.pkl
+    through `Trial.get_pickled_error`, and falls back to the text of error.txt when that gives
+    None: the error then stays a message, never an object made by whoever wrote the file.
+    """
+    from ray.tune.experiment.trial import Trial
+
+    Trial.get_pickled_error = no_pickled_error
+
+
+def no_pickled_error(trial: Any) -> None:
+    return None
 
 
 def quiet_tune_noise() -> None:
-    for name, drop in TUNE_NOISE.items():
+    for name, drop in TUNE_NOISE:
         if drop not in logging.getLogger(name).filters:
             logging.getLogger(name).addFilter(drop)
 

@@ -14,6 +14,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Every Ray the tests start (in-process, or by a `study` subprocess, which inherits this) keeps
 # its session folder (logs, sockets; about 1 MB each) under one folder of this test run, removed
 # when the run ends, instead of adding to /tmp/ray for good. Short: Ray's unix sockets live in it.
+# mkdtemp makes it 0700, which `study` requires of Ray's temporary folder (cluster.private_temp_dir).
 if "RAY_TMPDIR" not in os.environ:
     RAY_TMPDIR = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
 else:

@@ -99,6 +99,10 @@ def resume_of(setup: str) -> Callable[[str], list[str]]:
             write(exp, "study.yaml", TINY)
         if setup == "half":
             os.makedirs(os.path.join(exp, "trial-s0-00000"))
+        if setup == "trial link":  # a trial folder that is a link to a folder outside
+            write(exp, "study.yaml", TINY)
+            os.makedirs(os.path.join(folder, "elsewhere"))
+            os.symlink(os.path.join(folder, "elsewhere"), os.path.join(exp, "trial-s0-00000"))
         return ["resume", exp]
 
     return make
@@ -256,6 +260,9 @@ CASES = [
     Case("resume: half-written", "no Tune experiment state in it", resume_of("half")),
     Case("resume: growing a grid search", "is a grid search, whose trials", grow(TINY, 3)),
     Case("resume: growing a search to fewer trials", "has num_samples 4 already", grow(OPTUNA_TINY, 4)),
+    Case(
+        "resume: a trial folder that is a symbolic link", "trial-s0-00000: is a symbolic link", resume_of("trial link")
+    ),
     Case("imagefolder: a truncated JPEG", "x.jpg: unreadable image", imagefolder("truncated")),
     Case("imagefolder: a zero-byte PNG", "empty.png: unreadable image", imagefolder("empty")),
     Case("imagefolder: one class", "1 class folder(s); a classifier needs at least 2", imagefolder("one class")),

@@ -36,6 +36,20 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def in_session(sid: int) -> set[int]:
+    """The processes of session `sid` (start_study starts each study in a session of its own)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[3]) == sid:
+                        found.add(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
 def free_port(host: str = "") -> int:
     """A TCP port nothing listens on at `host` now ("": every address of this machine)."""
     with socket.socket() as s:

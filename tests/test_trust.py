@@ -12,13 +12,14 @@ import pickle
 import re
 import shutil
 import signal
+import socket
 import subprocess
 
 import pytest
 
 from study import signing, storage
 from study.errors import StudyError
-from tests.processes import children_of, kill_tree, start_study, wait_for
+from tests.processes import alive, children_of, in_session, kill_tree, start_study, wait_for
 from tests.processes import result_rows as rows
 from tests.test_errors import assert_bad_input
 from tests.test_faults import CRASH_SPACE
@@ -49,7 +50,8 @@ class Payload:
 
 
 def plant(experiment: str, marker: str) -> None:
-    """Put a payload where Ray keeps pickles: tuner.pkl and a pickled field of the state."""
+    """Put a payload where Ray keeps pickles: tuner.pkl, a pickled field of the state, and each
+    trial's params.pkl and error.pkl."""
     payload = pickle.dumps(Payload(marker))
     with open(os.path.join(experiment, "tuner.pkl"), "wb") as f:
         f.write(payload)
@@ -64,6 +66,8 @@ def plant(experiment: str, marker: str) -> None:
     for params_pkl in glob.glob(os.path.join(experiment, "*", "params.pkl")):
         with open(params_pkl, "wb") as f:
             f.write(payload)
+        with open(os.path.join(os.path.dirname(params_pkl), "error.pkl"), "wb") as f:
+            f.write(payload)
 
 
 @pytest.fixture
@@ -77,6 +81,7 @@ def finished(ray_session, run_cli, write_yaml, tmp_path):
 @pytest.mark.slow
 def test_planted_pickles_are_never_run_by_analyze_and_refused_by_resume(finished, run_cli, tmp_path):
     assert signing.problem(finished) is None  # our own run is signed as it stands
+    assert not os.path.exists(os.path.join(finished, ".study-lock"))  # released at the run's end
     marker = str(tmp_path / "PWNED")
     plant(finished, marker)
 
@@ -240,8 +245,8 @@ def is_loopback(address: str) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(write_yaml, tmp_path, signum):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(run_cli, write_yaml, tmp_path, signum):
     exp = str(tmp_path / "long")
     log = str(tmp_path / "run.log")
     # A user's OMP_NUM_THREADS, which Ray leaves as it finds it, must not give a 1-CPU trial 2 threads.
@@ -252,12 +257,20 @@ def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(write_
         if signum == signal.SIGINT:  # while it runs: every socket of the study is on loopback
             sockets = listening_sockets({proc.pid, *children_of(proc.pid)})
             assert sockets and all(is_loopback(s) for s in sockets), sockets
+        # A second driver on the running study is refused, naming the first.
+        assert_bad_input(run_cli("resume", exp), "another study is running on it", f"pid {proc.pid} on")
+        started = {proc.pid, *children_of(proc.pid)}  # the study's processes: Ray's and the trials'
         os.kill(proc.pid, signum)
         code = proc.wait(timeout=120)
+        # None outlives the study by 10 s: those it had, and any left in its session (by PID).
+        wait_for(
+            lambda: not [p for p in started | in_session(proc.pid) if alive(p)], 10, "the study's processes to end"
+        )
     finally:
         kill_tree(proc)
     text = open(log).read()
     assert code == 128 + signum, text[-3000:]
+    assert not os.path.exists(os.path.join(exp, ".study-lock"))  # released on the way out
     assert f"stopped by {signal.Signals(signum).name}" in text and f"study resume {exp}" in text
     assert "Per variant" not in text  # no tables that pretend the study finished
     # The driver prints no traceback. Lines Ray forwards from a trial worker ("(train_trial pid=N)")
@@ -288,3 +301,219 @@ def test_a_stop_at_once_does_not_claim_tunes_final_save(capsys):
     assert stopped(Outcome("/x/exp", 0, signal.SIGTERM, at_once=True)) == 143
     err = capsys.readouterr().err
     assert "stopped at once" in err and "state is saved" not in err and "study resume /x/exp" in err
+
+
+def failing_trial(config: dict) -> None:
+    raise ValueError("this trial fails on purpose")
+
+
+@pytest.mark.slow
+def test_a_planted_error_pickle_is_never_unpickled_at_the_end_of_a_run(ray_session, tmp_path, monkeypatch):
+    from ray import tune
+
+    from study.run import fit
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    marker = str(tmp_path / "PWNED")
+
+    class PlantErrorPickle(tune.Callback):
+        """After Ray writes a failed trial's error.pkl, put a payload in its place. Ray copies it
+        from its staging folder into the experiment folder, and reads it back from there."""
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            with open(os.path.join(trial.local_path, "error.pkl"), "wb") as f:
+                f.write(pickle.dumps(Payload(marker)))
+
+    tuner = tune.Tuner(
+        failing_trial,
+        run_config=tune.RunConfig(
+            name="exp",
+            storage_path=str(tmp_path),
+            failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=[PlantErrorPickle()],
+            verbose=0,
+        ),
+    )
+    outcome = fit(tuner, str(tmp_path / "exp"))
+    (planted,) = glob.glob(str(tmp_path / "exp" / "*" / "error.pkl"))  # where Ray looks for it
+    assert open(planted, "rb").read() == pickle.dumps(Payload(marker))
+    assert outcome.failed_trials == 1
+    assert not os.path.exists(marker)
+
+
+@pytest.mark.slow
+def test_no_write_follows_a_symlink_out_of_the_experiment(finished, run_cli, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("the user's own file\n")
+    analysis = os.path.join(finished, "analysis")  # the run's own tables
+    os.remove(os.path.join(analysis, "results.csv"))
+    os.symlink(victim, os.path.join(analysis, "results.csv"))
+    assert_bad_input(run_cli("analyze", finished), "analysis/results.csv: is a symbolic link")
+    assert victim.read_text() == "the user's own file\n"
+
+    shutil.rmtree(analysis)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, analysis)
+    untouched = os.stat(elsewhere).st_mtime_ns
+    assert_bad_input(run_cli("analyze", finished), f"{analysis}: is a symbolic link")
+    assert os.listdir(elsewhere) == [] and os.stat(elsewhere).st_mtime_ns == untouched  # not even a probe
+    os.remove(analysis)
+
+    (trial,) = [d for d in sorted(os.listdir(finished)) if d.startswith("trial-")][:1]
+    moved = str(tmp_path / "moved-trial")
+    shutil.move(os.path.join(finished, trial), moved)
+    os.symlink(moved, os.path.join(finished, trial))
+    before = sorted(os.listdir(moved))
+    assert_bad_input(run_cli("resume", finished), f"{trial}: is a symbolic link")
+    assert sorted(os.listdir(moved)) == before
+
+
+def hold_lock(experiment: str, pid: int) -> None:
+    from study.lock import LOCK_FILE
+
+    with open(os.path.join(experiment, LOCK_FILE), "w") as f:
+        json.dump({"pid": pid, "host": socket.gethostname(), "since": "2026-12-07T10:00:00"}, f)
+
+
+def test_a_second_driver_is_refused_and_a_stale_lock_taken_over(run_cli, tmp_path):
+    from study.lock import LOCK_FILE
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "study.yaml").write_text(TINY)  # no Tune state: a resume that gets the lock stops there
+    # A live study of this user holds it (a process whose name is `study`).
+    holder = subprocess.Popen(["bash", "-c", "exec -a study sleep 60"])
+    try:
+        wait_for(lambda: open(f"/proc/{holder.pid}/cmdline", "rb").read().startswith(b"study\0"), 10, "exec")
+        hold_lock(str(exp), holder.pid)
+        assert_bad_input(
+            run_cli("resume", str(exp)), "another study is running on it", f"pid {holder.pid} on", "since 2026-12-07"
+        )
+        assert (exp / LOCK_FILE).exists()  # the holder's, left alone
+    finally:
+        holder.kill()
+        holder.wait()
+    # Dead now (and a live pid that is no study, e.g. this test's `sleep`, counts as gone too).
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        for pid in (holder.pid, other.pid):
+            hold_lock(str(exp), pid)
+            code, _, err = run_cli("resume", str(exp))
+            assert code == 2 and f"removed a stale lock of pid {pid}" in err and "no Tune experiment state" in err, err
+            assert not (exp / LOCK_FILE).exists()  # taken over, then released at the command's end
+    finally:
+        other.kill()
+        other.wait()
+
+
+def snapshot(folder: str) -> dict[str, bytes]:
+    """Every entry under `folder`, with its content (a link's target): to tell any change."""
+    found = {}
+    for parent, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            if os.path.islink(path):
+                found[path] = os.readlink(path).encode()
+            elif os.path.isfile(path):
+                with open(path, "rb") as f:
+                    found[path] = f.read()
+            else:
+                found[path] = b"<folder>"
+    return found
+
+
+@pytest.mark.slow
+def test_analyze_never_changes_the_experiment_and_works_read_only(finished, run_cli, tmp_path):
+    src = str(tmp_path / "src")
+    shutil.copytree(finished, src)
+    shutil.rmtree(os.path.join(src, "analysis"))
+    (state,) = glob.glob(os.path.join(src, "experiment_state-*.json"))
+    with open(state, "r+b") as f:  # cut short by a crash: the analysis reads the backup's copy
+        f.truncate(os.path.getsize(state) // 2)
+    subprocess.run(["chmod", "-R", "a-w", src], check=True)
+    # As root, chmod stops no write: a read-only bind mount does, where this user may mount.
+    ro = str(tmp_path / "ro")
+    os.mkdir(ro)
+    mounted = subprocess.run(["mount", "--bind", src, ro], capture_output=True).returncode == 0
+    try:
+        if mounted and subprocess.run(["mount", "-o", "remount,ro,bind", ro], capture_output=True).returncode:
+            pytest.skip("cannot remount read-only here")
+        exp = ro if mounted else src
+        before = snapshot(src)
+
+        code, out, err = run_cli("analyze", exp, "--out", str(tmp_path / "tables"))
+        assert code == 0, err
+        assert "reading the last good copy" in err and (tmp_path / "tables" / "per_variant.csv").exists()
+        assert snapshot(src) == before  # nothing restored, moved aside or written
+
+        if mounted:
+            assert_bad_input(run_cli("analyze", exp), "Read-only file system")
+            assert_bad_input(run_cli("resume", exp), "Read-only file system")
+        assert snapshot(src) == before
+    finally:
+        if mounted:
+            subprocess.run(["umount", ro], check=True)
+        subprocess.run(["chmod", "-R", "u+w", src], check=True)
+
+
+@pytest.mark.slow
+def test_a_local_ray_keeps_its_files_in_a_folder_private_to_the_user(write_yaml, tmp_path):
+    import sys
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="t", dir="/tmp")  # short: Ray's unix socket paths live under it
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_TMPDIR"}, "TMPDIR": base}
+
+    def study(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "study", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    try:
+        space = write_yaml(TINY)
+        done = study("run", space, "--storage-path", str(tmp_path), "--name", "exp")
+        assert done.returncode == 0, done.stderr[-3000:]
+        private = os.path.join(base, f"study-ray-{os.getuid()}")
+        assert glob.glob(os.path.join(private, "ray", "session_2*", "sockets"))  # Ray's own (0777) folders
+        info = os.stat(private)
+        assert info.st_mode & 0o777 == 0o700 and info.st_uid == os.getuid()
+
+        os.chmod(private, 0o755)  # others could enter it, and Ray's folders inside are world-writable
+        refused = study("run", space, "--storage-path", str(tmp_path), "--name", "exp2")
+        assert_bad_input((refused.returncode, "", refused.stderr), f"{private}: Ray's temporary folder is open")
+        os.chmod(private, 0o700)
+        os.chown(private, 65534, -1)  # another user's (nobody)
+        refused = study("run", space, "--storage-path", str(tmp_path), "--name", "exp2")
+        assert_bad_input((refused.returncode, "", refused.stderr), "belongs to another user (uid 65534)")
+        assert not (tmp_path / "exp2").exists()
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.parametrize(
+    "logger,message",
+    [
+        ("ray.tune.execution.experiment_state", "Saving experiment state to storage at '/x' failed with exception: "),
+        ("ray.tune.tune", "Experiment state snapshotting failed:"),
+    ],
+)
+def test_a_failed_state_save_is_one_line_not_a_traceback(logger, message):
+    import io
+    import logging
+
+    from study.tuner import quiet_tune_noise
+
+    quiet_tune_noise()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logging.getLogger(logger).addHandler(handler)
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            logging.getLogger(logger).error(message, exc_info=True, stack_info=True)
+    finally:
+        logging.getLogger(logger).removeHandler(handler)
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and "Traceback" not in text and "Stack" not in text, text
+    assert "could not save its experiment state" in text and "No space left on device" in text
