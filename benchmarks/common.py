@@ -1,17 +1,20 @@
-"""Shared by the benchmark scripts: machine description, Markdown tables, docs/benchmarks.md."""
+"""Shared by the benchmark scripts: running `study`, describing the machine, recording a JSON result."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOC = os.path.join(ROOT, "docs", "benchmarks.md")
+RESULTS = os.path.join(ROOT, "benchmarks", "results")  # one JSON file per benchmark
 
 
 def machine() -> str:
@@ -39,19 +42,70 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def record(title: str, rows: list[dict], verdict: str, notes: str = "") -> None:
-    """Print the result and append it, dated, to docs/benchmarks.md."""
-    stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    text = f"\n### {title} ({stamp})\n\nMachine: {machine()}\n\n{markdown_table(rows)}\n\n**{verdict}**\n"
-    if notes:
-        text += f"\n{notes}\n"
-    print(text)
-    os.makedirs(os.path.dirname(DOC), exist_ok=True)
-    if not os.path.exists(DOC):
-        with open(DOC, "w") as f:
-            f.write("# Benchmarks\n\nEach entry is appended by a script in `benchmarks/`, with its date and machine.\n")
-    with open(DOC, "a") as f:
-        f.write(text)
+VERDICTS = ("met", "missed", "not run", "reported")  # reported: a measurement with no target
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One goal's outcome in a run: what was asked, what was measured, and whether it holds."""
+
+    id: str  # stable slug, e.g. "peak-rss"
+    name: str  # short, for the table's goal column
+    target: str  # the target as text, e.g. ">= 0.95"
+    figure: str  # the latest measurement, short, for the table
+    measured: dict[str, float | int]  # the numbers behind `figure`, units in the keys
+    verdict: str  # one of VERDICTS
+    note: str = ""  # one or two sentences: why, when missed
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict is {self.verdict!r}, but must be one of {VERDICTS}")
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def add_out_option(parser: argparse.ArgumentParser) -> None:
+    """--out: where the JSON result goes; a trial run writes elsewhere and keeps the recorded one."""
+    parser.add_argument("--out", default=RESULTS, help=f"folder for the JSON result (default {RESULTS})")
+
+
+def git_commit() -> str | None:
+    """HEAD's hash, with "-dirty" when the tree has uncommitted changes; None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.strip() else "")
+
+
+def record(
+    benchmark: str, title: str, goals: list[Goal], rows: list[dict], notes: str = "", out_dir: str = RESULTS
+) -> str:
+    """Print the result and write it to OUT_DIR/BENCHMARK.json (the latest run; git keeps older ones)."""
+    result = {
+        "benchmark": benchmark,
+        "title": title,
+        "goals": [asdict(g) for g in goals],
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "commit": git_commit(),
+        "command": shlex.join(["python", "-m", f"benchmarks.{benchmark}", *sys.argv[1:]]),
+        "rows": rows,
+        "notes": notes,
+    }
+    print(f"{title}\n\n{markdown_table(rows)}\n")
+    for g in goals:
+        print(f"{g.name}: {g.figure} (target {g.target}): {g.verdict}")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{benchmark}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(f"wrote {path}")
+    return path
 
 
 def write_space(path: str, text: str) -> str:

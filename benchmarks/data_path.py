@@ -1,22 +1,19 @@
-"""Benchmark 2: our device-resident batch loader against torchvision's DataLoader + PIL transforms.
+"""Our device-resident batch loader against torchvision's DataLoader + PIL transforms.
 
 Same 50k CIFAR-sized uint8 images, same augmentation (RandomCrop(32, padding=4),
 RandomHorizontalFlip), same normalisation, batch 256. The DataLoader gets 2 workers, as
 torchvision's CIFAR examples use. Only the data path is timed: no model.
 Target: >= 5x the DataLoader's images/s on CPU.
 
-    python benchmarks/data_path.py [--num-images 50000] [--epochs 2]
+    python -m benchmarks.data_path [--num-images 50000] [--epochs 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import record  # noqa: E402
+from benchmarks.common import Goal, add_out_option, met, record
 
 
 class PILDataset:
@@ -49,6 +46,7 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=50000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    add_out_option(parser)
     args = parser.parse_args()
 
     import torch
@@ -84,11 +82,22 @@ def main() -> None:
         },
         {"loader": "study BatchLoader (uint8 tensor, batched flip+crop+normalise)", "images/s": f"{ours_ips:,.0f}"},
     ]
-    verdict = f"speed-up {ratio:.1f}x (target >= 5x on CPU: {'met' if ratio >= 5 else 'MISSED'})"
+    goal = Goal(
+        id="data-path",
+        name="batch loader vs torchvision DataLoader",
+        target=f">= 5x images/s on CPU ({args.workers} DataLoader workers)",
+        figure=f"{ratio:.1f}x ({ours_ips:,.0f} vs {torch_ips:,.0f} images/s)",
+        measured={
+            "speedup": round(ratio, 1),
+            "batchloader_images_per_s": round(ours_ips),
+            "dataloader_images_per_s": round(torch_ips),
+        },
+        verdict=met(ratio >= 5),
+    )
     notes = (
         f"{args.num_images} CIFAR-sized uint8 images, batch 256, flip+crop+normalise, {args.epochs} epochs each, CPU."
     )
-    record("2. Data path", rows, verdict, notes)
+    record("data_path", "Data path", [goal], rows, notes, args.out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ For each size, the driver (`study run --address ...`) runs in a wrapper that rea
   upper bound on the state bytes);
 - and the size of the final experiment_state file.
 
-    python benchmarks/flat_cost.py --sizes 100 1000
+    python -m benchmarks.flat_cost --sizes 100 1000
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.common import ROOT, record, write_space  # noqa: E402
-from benchmarks.trial_overhead import TRIVIAL as TRIVIAL_TRIAL  # noqa: E402
+from benchmarks.common import ROOT, Goal, add_out_option, met, record, write_space
+from benchmarks.processes import stop_cluster
+from benchmarks.trial_overhead import TRIVIAL as TRIVIAL_TRIAL
 
 # trial_overhead.py's trivial trial, with a quarter of a (logical) GPU each.
 TRIVIAL = TRIVIAL_TRIAL.replace("name: trivial", "name: flat").replace("{{cpu: 1}}", "{{cpu: 1, gpu: 0.25}}")
@@ -79,8 +78,6 @@ class SimulatedCluster:
 
     def stop(self) -> None:
         """Stop this cluster's processes by PID (those naming its temp dir), nothing else."""
-        from tests.processes import stop_cluster
-
         stop_cluster(self.temp_dir)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
@@ -107,6 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--nodes", type=int, default=4)
+    add_out_option(parser)
     args = parser.parse_args()
     cluster = SimulatedCluster(args.nodes, cpus=2, gpus=8)
     rows = []
@@ -150,15 +148,22 @@ def main() -> None:
     def ratio(key: str) -> float:
         return float(big[key]) / float(small[key])
 
-    verdict = (
-        f"from {small['trials']} to {big['trials']} trials: driver CPU per result x{ratio('driver CPU ms/result'):.2f}, "
-        f"bytes written per result x{ratio('driver KB written/result'):.2f} (goal: both within 2x)"
+    cpu, written = ratio("driver CPU ms/result"), ratio("driver KB written/result")
+    goal = Goal(
+        id="flat-cost",
+        name=f"cost per result, {small['trials']} -> {big['trials']} trials",
+        target="driver CPU and bytes written per result within 2x",
+        figure=f"CPU/result x{cpu:.2f}, bytes/result x{written:.2f}",
+        measured={"driver_cpu_per_result_ratio": round(cpu, 2), "driver_bytes_per_result_ratio": round(written, 2)},
+        verdict=met(cpu <= 2 and written <= 2),
     )
     record(
+        "flat_cost",
         f"Flat cost per result: {args.nodes} simulated nodes (2 CPU, 8 logical GPUs each), trials at 0.25 GPU",
+        [goal],
         rows,
-        verdict,
-        notes=f"Tune's state saved every {state_note(args.sizes)}.",
+        f"Tune's state saved every {state_note(args.sizes)}.",
+        args.out,
     )
 
 

@@ -1,22 +1,20 @@
-"""Benchmark 5 (GPU only): epoch times fp32 vs bf16, 1 trial vs 4 packed, and a wall-time estimate.
+"""GPU only: epoch times fp32 vs bf16, 1 trial vs 4 packed, and a wall-time estimate.
 
 Prepared for a machine with a CUDA GPU (the `device` tool's H200 when a session is lent one);
 `--smoke` runs the same code on CPU at toy sizes, to check the script before spending GPU time.
-Everything is measured in one run of at most a few minutes and appended to docs/benchmarks.md.
+Everything is measured in one run of at most a few minutes and recorded in benchmarks/results/gpu.json.
 
-    python benchmarks/gpu.py            # on the GPU machine
-    python benchmarks/gpu.py --smoke    # anywhere, tiny sizes, not recorded
+    python -m benchmarks.gpu            # on the GPU machine
+    python -m benchmarks.gpu --smoke --out /tmp/gpu-smoke  # anywhere, tiny sizes
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import read_results, record, run_study, write_space  # noqa: E402
+from benchmarks.common import RESULTS, ROOT, Goal, add_out_option, met, read_results, record, run_study, write_space
 
 
 def epoch_seconds(model_fields: dict, precision: str, n_train: int, n_test: int, steps: int, batch: int) -> float:
@@ -85,12 +83,15 @@ space:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="CPU, toy sizes, print only")
+    parser.add_argument("--smoke", action="store_true", help="CPU, toy sizes; refused with the default --out")
+    add_out_option(parser)
     args = parser.parse_args()
     import torch
 
     if not args.smoke and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here; use --smoke to check the script on CPU")
+    if args.smoke and os.path.abspath(args.out) == RESULTS:
+        raise SystemExit("--smoke needs --out DIR: toy sizes must not replace the recorded result")
     # Smoke sizes are tiny: bf16 convolutions on a CPU without bf16 units are emulated and slow.
     n_train, n_test, steps, batch = (64, 32, 2, 16) if args.smoke else (50000, 10000, 50, 256)
     models = {
@@ -120,7 +121,7 @@ def main() -> None:
     # one trial at a time, at the measured bf16 epoch time of the nearest measured model.
     from study.space import load_spec
 
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "search_spaces", "report")
+    root = os.path.join(ROOT, "search_spaces", "report")
     total = 0.0
     for name in sorted(os.listdir(root)):
         spec = load_spec(os.path.join(root, name))
@@ -130,11 +131,20 @@ def main() -> None:
         {"what": "report set, every trial to max_t, one at a time (upper bound)", "value": f"{total / 3600:.2f} h"}
     )
     # ResNet18 is judged at 224x224, the size search_spaces/report/resnet18.yaml trains at.
-    cnn_ok, res_ok = seconds[("cnn 128", "bf16")] < 1, seconds[("resnet18 224x224", "bf16")] < 5
-    verdict = (
-        f"CNN epoch {seconds[('cnn 128', 'bf16')]:.2f} s (goal < 1 s: {'met' if cnn_ok else 'missed'}); "
-        f"ResNet18 epoch at 224x224 {seconds[('resnet18 224x224', 'bf16')]:.2f} s "
-        f"(goal < 5 s: {'met' if res_ok else 'missed'}; {seconds[('resnet18 32x32', 'bf16')]:.2f} s at 32x32)"
+    cnn_s, res_s = seconds[("cnn 128", "bf16")], seconds[("resnet18 224x224", "bf16")]
+    goal = Goal(
+        id="gpu-epoch",
+        name="bf16 epoch on the GPU",
+        target="CNN-128 < 1 s, ResNet18 (224x224) < 5 s, on an H200",
+        figure=f"CNN-128 {cnn_s:.2f} s, ResNet18 {res_s:.2f} s",
+        measured={
+            "cnn_128_epoch_s": round(cnn_s, 2),
+            "resnet18_224_epoch_s": round(res_s, 2),
+            "resnet18_32_epoch_s": round(seconds[("resnet18 32x32", "bf16")], 2),
+            "cnn_128_packed_4_speedup": round(four / one, 2),
+            "report_set_upper_bound_h": round(total / 3600, 2),
+        },
+        verdict=met(cnn_s < 1 and res_s < 5),
     )
     notes = (
         "Synthetic CIFAR-sized data (50k train / 10k test, 32x32x3; 10 classes, which changes only the last "
@@ -142,10 +152,7 @@ def main() -> None:
         "scaled to 196 steps + the full evaluation. The report-set estimate scales the CNN 128 and ResNet18 "
         "(32x32) epochs to every file; wider CNNs, the MLP and ResNet18 at 224x224 differ."
     )
-    if args.smoke:
-        print(rows, verdict)
-    else:
-        record("5. GPU", rows, verdict, notes)
+    record("gpu", "GPU epoch times and packing", [goal], rows, notes, args.out)
 
 
 if __name__ == "__main__":

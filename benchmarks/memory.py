@@ -1,4 +1,4 @@
-"""Benchmark 4: memory per trial, 2 trials at once on CIFAR-sized data (50k train images).
+"""Memory per trial, 2 trials at once on CIFAR-sized data (50k train images).
 
 `cnn` channels 128 (the report's CNN, FC 4096), batch 256. Each trial reports its resident
 memory (rss_mb) after every epoch and its peak (peak_rss_mb). Targets: per-trial peak RSS under
@@ -6,18 +6,16 @@ memory (rss_mb) after every epoch and its peak (peak_rss_mb). Targets: per-trial
 Epochs are capped at --steps steps so that the CPU run finishes in minutes; the whole 50k-image
 split is still resident and permuted every epoch.
 
-    python benchmarks/memory.py [--steps 20] [--epochs 3]
+    python -m benchmarks.memory [--steps 20] [--epochs 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import record, run_space  # noqa: E402
+from benchmarks.common import ROOT, Goal, add_out_option, met, record, run_space
 
 SPACE = """
 name: memory
@@ -55,9 +53,8 @@ for name in sys.argv[1:]:
 
 def runtime_rss() -> list[tuple[str, int]]:
     """(module, MiB resident after importing it and those before), in a fresh process."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, *IMPORTS], capture_output=True, text=True, check=True, cwd=root
+        [sys.executable, "-c", PROBE, *IMPORTS], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout
     return [(name, int(mib)) for name, mib in (line.split() for line in out.splitlines())]
 
@@ -67,6 +64,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--num-test", type=int, default=10000)
+    add_out_option(parser)
     args = parser.parse_args()
 
     trials = run_space(SPACE.format(steps=args.steps, epochs=args.epochs, num_test=args.num_test))
@@ -86,10 +84,17 @@ def main() -> None:
                 "growth epoch 2 -> last (MiB)": f"{rss[-1] - rss[1]:+.0f}",
             }
         )
-    met = worst < 1.5 * 1000 and growth < dataset_mb / 2
-    verdict = (
-        f"worst per-trial peak RSS {worst:.0f} MiB (target < 1.5 GB); RSS growth after epoch 2 at most "
-        f"{growth:+.0f} MiB against a {dataset_mb:.0f} MiB dataset: {'met' if met else 'MISSED'}"
+    goal = Goal(
+        id="peak-rss",
+        name="peak RSS per trial, 2 trials at once",
+        target="< 1,500 MiB, and no dataset copy per epoch",
+        figure=f"{worst:,.0f} MiB (growth {growth:+.0f} MiB)",
+        measured={
+            "worst_peak_rss_mib": round(worst),
+            "rss_growth_mib": round(growth),
+            "dataset_mib": round(dataset_mb),
+        },
+        verdict=met(worst < 1.5 * 1000 and growth < dataset_mb / 2),
     )
     notes = (
         f"2 trials at once (1 CPU each), synthetic 50,000 train / {args.num_test} test images (uint8, "
@@ -103,7 +108,7 @@ def main() -> None:
         f"{name} {mib:,} MiB" for name, mib in steps
     )
     notes += "; each step includes those before it."
-    record("4. Memory per trial", rows, verdict, notes)
+    record("memory", "Memory per trial", [goal], rows, notes, args.out)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Benchmark 1: the trainable under Ray Tune against the same training core in a plain loop.
+"""The trainable under Ray Tune against the same training core in a plain loop.
 
 Same model (cnn, channels 32), same CIFAR-sized synthetic data, same epochs, same threads: once
 with 1 thread (a trial per core, how studies run) and once with every core in one trial.
 Target: Tune's images/s >= 0.95 x the plain loop's. Also reports the time from `study run` to
 the first result.
 
-    python benchmarks/tune_overhead.py [--num-train 10000] [--epochs 3]
+    python -m benchmarks.tune_overhead [--num-train 10000] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import read_results, record, run_study, write_space  # noqa: E402
+from benchmarks.common import Goal, add_out_option, met, read_results, record, run_study, write_space
 
 FIELDS = "model: cnn\n  channels: 32\n  batch_size: 256\n  lr: 0.001\n  augment: flip+crop\n  seed: 0"
 
@@ -100,14 +98,20 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=10000)
     parser.add_argument("--num-test", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=3)
+    add_out_option(parser)
     args = parser.parse_args()
 
     cpus = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(threads, args, tmp) for threads in sorted({1, cpus})]
     ratios = {r["threads"]: r.pop("_ratio") for r in rows}
-    verdict = "; ".join(
-        f"{t} thread(s): whole-epoch ratio {v:.3f} ({'met' if v >= 0.95 else 'MISSED'})" for t, v in ratios.items()
+    goal = Goal(
+        id="tune-overhead",
+        name="whole epoch, plain loop / Tune",
+        target=">= 0.95",
+        figure=", ".join(f"{v:.3f} ({t} thread{'s' if t > 1 else ''})" for t, v in ratios.items()),
+        measured={f"epoch_ratio_{t}_threads": round(v, 3) for t, v in ratios.items()},
+        verdict=met(all(v >= 0.95 for v in ratios.values())),
     )
     notes = (
         f"cnn channels 32, synthetic {args.num_train} train / {args.num_test} test images (32x32x3), "
@@ -117,7 +121,7 @@ def main() -> None:
         "loop's whole epoch (train, evaluate, torch.save) over Tune's time_this_iter_s (the same plus "
         "tune.report and its checkpoint copy). Target: epoch ratio >= 0.95."
     )
-    record("1. Tune overhead", rows, verdict, notes)
+    record("tune_overhead", "Tune overhead", [goal], rows, notes, args.out)
 
 
 if __name__ == "__main__":
