@@ -313,6 +313,7 @@ space:
 """
 
 
+@pytest.mark.slow
 def test_a_finished_optuna_search_grows_by_resume_and_by_run_resume(ray_session, run_cli, write_yaml, tmp_path):
     """`study resume --num-samples 5` adds 2 trials to a finished 3-trial search: Optuna goes on
     from the 3 it has, which are not run again, and study.yaml says 5, signed."""

@@ -376,6 +376,7 @@ def hold_lock(experiment: str, pid: int) -> None:
         json.dump({"pid": pid, "host": socket.gethostname(), "since": "2026-12-07T10:00:00"}, f)
 
 
+@pytest.mark.slow
 def test_a_second_driver_is_refused_and_a_stale_lock_taken_over(run_cli, tmp_path):
     from study.lock import LOCK_FILE
 
