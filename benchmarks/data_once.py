@@ -4,7 +4,8 @@ Writes an imagefolder of JPEGs (synthetic class-conditional images, saved at 64x
 decoding and resizing do real work), then runs a study of 6 short trials on it, 2 at a time.
 Each trial reports `data_s`, its time in `load_dataset`. `study run` decodes the folder once
 before Ray starts (its data check), so every trial should find the decoded cache
-(DATA_DIR/.study-cache, memory-mapped, see study/data/cache.py) or, in a reused worker, the
+(the machine cache, $STUDY_CACHE_DIR here a temporary folder, memory-mapped; see
+study/data/cache.py) or, in a reused worker, the
 dataset still in memory.
 The same load is also timed in fresh processes: decoding with no cache, and from the cache.
 
@@ -48,7 +49,7 @@ def make_folder(root: str, n_train: int, n_test: int) -> None:
     import torch.nn.functional as F
     from PIL import Image
 
-    from study.data.datasets import synthetic_images
+    from study.data.sources import synthetic_images
 
     for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
         images, labels = synthetic_images(n, 10, seed)
@@ -71,11 +72,12 @@ def main() -> None:
     add_out_option(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["STUDY_CACHE_DIR"] = os.path.join(tmp, "cache")  # its own cache; subprocesses inherit it
         root = os.path.join(tmp, "images")
         make_folder(root, args.train, args.test)
         decode_s = fresh_process_load(root)  # no cache yet: decodes and writes it
         cached_s = fresh_process_load(root)  # a new process: the memory-mapped cache
-        shutil.rmtree(os.path.join(root, ".study-cache"))
+        shutil.rmtree(os.environ["STUDY_CACHE_DIR"])
         space = write_space(os.path.join(tmp, "space.yaml"), SPACE.format(root=root))
         run_study(["run", space, "--storage-path", tmp, "--name", "d"], os.path.join(tmp, "run.log"))
         trials = read_results(os.path.join(tmp, "d"))

@@ -53,8 +53,9 @@ def main() -> None:
     from torch.utils.data import DataLoader
     from torchvision import transforms
 
-    from study.data.datasets import channel_stats, synthetic_images
+    from study.data.image_data import channel_stats
     from study.data.loader import BatchLoader
+    from study.data.sources import synthetic_images
 
     images, labels = synthetic_images(args.num_images, 100, seed=0)  # (N, 3, 32, 32) uint8
     mean, std = channel_stats(images)

@@ -91,6 +91,11 @@ def add_trust_arg(p: argparse.ArgumentParser) -> None:
 
 def add_cluster_args(p: argparse.ArgumentParser, storage: bool = True) -> None:
     g = p.add_argument_group("where it runs")
+    g.add_argument(
+        "--cache-dir",
+        help="this machine's cache of decoded datasets (default $STUDY_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/cifar-study, i.e. ~/.cache/cifar-study); never the data folder",
+    )
     g.add_argument("--address", help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray)")
     if storage:
         g.add_argument(
@@ -368,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(command_line[1:])
         args.command_line = command_line
+        if getattr(args, "cache_dir", None):  # read by the data check and, inherited, by the trials
+            os.environ["STUDY_CACHE_DIR"] = os.path.abspath(os.path.expanduser(args.cache_dir))
         if args.command == "models":
             from study.models import MODELS
 

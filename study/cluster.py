@@ -107,8 +107,11 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     if address:
+        # A cluster's workers do not inherit this process's environment: a cache folder given
+        # here (--cache-dir) goes to them with the job.
+        cache = {"STUDY_CACHE_DIR": os.environ["STUDY_CACHE_DIR"]} if os.environ.get("STUDY_CACHE_DIR") else {}
         try:
-            ray.init(address=address, logging_level="WARNING")
+            ray.init(address=address, logging_level="WARNING", runtime_env={"env_vars": cache} if cache else None)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             hint = " (is RAY_AUTH_MODE=token set, as for `ray start`?)" if "auth" in str(exc).lower() else ""
             raise StudyError(f"--address {address}: cannot connect to the Ray cluster: {reason(exc)}{hint}") from None

@@ -18,7 +18,7 @@ from torch import nn
 
 from study.checkpoints import read_checkpoint
 from study.config import TrialConfig
-from study.data.datasets import ImageData
+from study.data.image_data import ImageData
 from study.data.loader import BatchLoader
 from study.models import create_model
 from study.optim import StepInBackward

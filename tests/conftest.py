@@ -21,9 +21,19 @@ else:
     RAY_TMPDIR = None  # the caller's choice: theirs to keep
 
 
+# The machine cache of datasets (study.data.cache) goes to a folder of this test run too, not the
+# user's ~/.cache; `study` subprocesses and Ray workers inherit it.
+if "STUDY_CACHE_DIR" not in os.environ:
+    STUDY_CACHE_DIR = os.environ["STUDY_CACHE_DIR"] = tempfile.mkdtemp(prefix="study-cache-")
+else:
+    STUDY_CACHE_DIR = None
+
+
 def pytest_sessionfinish(session, exitstatus):
     if RAY_TMPDIR is not None:  # session fixtures (the in-process Ray) are torn down by now
         shutil.rmtree(RAY_TMPDIR, ignore_errors=True)
+    if STUDY_CACHE_DIR is not None:
+        shutil.rmtree(STUDY_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -176,7 +176,7 @@ def test_loader_indices_yield_that_subset_in_order_without_a_copy():
 
 
 def test_channel_stats_in_chunks_match_the_direct_formula():
-    from study.data.datasets import channel_stats
+    from study.data.image_data import channel_stats
 
     x = torch.randint(0, 256, (500, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     mean, std = channel_stats(x, chunk=128)
@@ -216,21 +216,30 @@ def test_every_registered_dataset_loads_uint8_images_or_says_why_not(name, tmp_p
     assert data.num_classes >= 2 and len(data.mean) == len(data.std) == 3
 
 
-def test_imagefolder_decodes_once_and_again_when_a_file_changes(tmp_path, monkeypatch):
-    import study.data.datasets as datasets
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """This test's own machine cache folder ($STUDY_CACHE_DIR), apart from the data folders."""
+    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "datasets"
 
-    root = make_imagefolder(tmp_path)
+
+def test_imagefolder_decodes_once_and_again_when_a_file_changes(tmp_path, monkeypatch, cache):
+    import study.data.sources as sources
+
+    root = make_imagefolder(tmp_path / "images")
+    before = sorted(p.relative_to(tmp_path / "images") for p in (tmp_path / "images").rglob("*"))
     first = load_dataset.__wrapped__("imagefolder", root)
-    assert len(list((tmp_path / ".study-cache").glob("imagefolder-*.pt"))) == 1  # beside the images
+    assert len(list(cache.glob("imagefolder-*.pt"))) == 1  # in the cache folder
+    assert sorted(p.relative_to(tmp_path / "images") for p in (tmp_path / "images").rglob("*")) == before
 
     def no_decoding(folder, index):
         raise AssertionError("decoded although the cache holds this folder")
 
-    monkeypatch.setattr(datasets, "load_image", no_decoding)
+    monkeypatch.setattr(sources, "load_image", no_decoding)
     again = load_dataset.__wrapped__("imagefolder", root)  # from the memory-mapped cache
     assert torch.equal(again.train_x, first.train_x) and torch.equal(again.test_y, first.test_y)
     assert again.classes == first.classes == ("cat", "dog") and again.mean == first.mean
-    os.utime(tmp_path / "train" / "cat" / "0.png", ns=(1, 1))  # the folder changed
+    os.utime(tmp_path / "images" / "train" / "cat" / "0.png", ns=(1, 1))  # the folder changed
     with pytest.raises(AssertionError, match="decoded although"):
         load_dataset.__wrapped__("imagefolder", root)
 
@@ -249,7 +258,7 @@ def count_loads(monkeypatch, name: str) -> list[int]:
     return calls
 
 
-def test_a_dataset_loads_once_per_machine_and_each_cut_reads_the_cache(tmp_path, monkeypatch):
+def test_a_dataset_loads_once_per_machine_and_each_cut_reads_the_cache(tmp_path, monkeypatch, cache):
     calls = count_loads(monkeypatch, "digits")
     whole = load_dataset.__wrapped__("digits", str(tmp_path))
     cut = load_dataset.__wrapped__("digits", str(tmp_path), num_train=100)  # as a new process would
@@ -262,46 +271,63 @@ def test_a_dataset_loads_once_per_machine_and_each_cut_reads_the_cache(tmp_path,
     assert len(calls) == 2 and torch.equal(cut.train_x, fresh.train_x)
 
 
-def test_synthetic_sizes_are_cached_apart(tmp_path, monkeypatch):
+def test_synthetic_sizes_are_cached_apart(tmp_path, monkeypatch, cache):
     calls = count_loads(monkeypatch, "synthetic")
     small = load_dataset.__wrapped__("synthetic", str(tmp_path), num_train=64, num_test=32)
     large = load_dataset.__wrapped__("synthetic", str(tmp_path), num_train=128, num_test=32)
     assert (len(small.train_y), len(large.train_y), len(calls)) == (64, 128, 2)
-    assert len(list((tmp_path / ".study-cache").glob("synthetic-*.pt"))) == 2
+    assert len(list(cache.glob("synthetic-*.pt"))) == 2
 
 
-def test_a_damaged_cache_file_is_loaded_again_and_replaced(tmp_path, monkeypatch):
+def test_a_damaged_cache_file_is_loaded_again_and_replaced(tmp_path, monkeypatch, cache):
     calls = count_loads(monkeypatch, "digits")
     first = load_dataset.__wrapped__("digits", str(tmp_path))
-    (path,) = (tmp_path / ".study-cache").glob("digits-*.pt")
+    (path,) = cache.glob("digits-*.pt")
     path.write_bytes(path.read_bytes()[:1000])  # cut short (a full disk, a copy stopped half-way)
     again = load_dataset.__wrapped__("digits", str(tmp_path))
     assert len(calls) == 2 and torch.equal(again.train_x, first.train_x)
-    assert len(list((tmp_path / ".study-cache").glob("*.pt"))) == 1 and not list(tmp_path.rglob("*.tmp-*"))
+    assert len(list(cache.glob("*.pt"))) == 1 and not list(tmp_path.rglob("*.tmp-*"))
     load_dataset.__wrapped__("digits", str(tmp_path))
     assert len(calls) == 2  # the rewritten file serves
 
 
-def test_a_data_folder_without_room_for_a_cache_still_loads(tmp_path, monkeypatch):
+def test_no_room_for_a_cache_still_loads(tmp_path, monkeypatch):
     calls = count_loads(monkeypatch, "digits")
-    (tmp_path / ".study-cache").write_text("a file where the cache folder would go")
+    (tmp_path / "afile").write_text("a file where the cache folder would go")
+    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "afile"))
     for _ in range(2):
-        assert len(load_dataset.__wrapped__("digits", str(tmp_path)).train_y) > 0
-    assert len(calls) == 2 and (tmp_path / ".study-cache").read_text().startswith("a file")
+        assert len(load_dataset.__wrapped__("digits", str(tmp_path / "data")).train_y) > 0
+    assert len(calls) == 2 and (tmp_path / "afile").read_text().startswith("a file")
 
 
-def test_a_failed_first_load_leaves_no_cache_folder(tmp_path):
-    root = make_imagefolder(tmp_path)
-    (tmp_path / "train" / "cat" / "1.png").write_bytes(b"")  # unreadable
+def test_a_read_only_data_folder_works_and_gets_no_file(tmp_path, monkeypatch, cache):
+    """The cache goes to the cache folder, keyed by the data's path: the data folder is only read."""
+    root = make_imagefolder(tmp_path / "images")
+    os.chmod(root, 0o555)  # as root this does not stop writes: the listing below is the check
+    try:
+        before = sorted((tmp_path / "images").rglob("*"))
+        load_dataset.__wrapped__("imagefolder", root)
+        assert sorted((tmp_path / "images").rglob("*")) == before and list(cache.glob("imagefolder-*.pt"))
+    finally:
+        os.chmod(root, 0o755)
+    other = make_imagefolder(tmp_path / "copy")  # the same files elsewhere: another key
+    load_dataset.__wrapped__("imagefolder", other)
+    assert len(list(cache.glob("imagefolder-*.pt"))) == 2
+
+
+def test_a_failed_first_load_leaves_no_lock_behind(tmp_path, cache):
+    root = make_imagefolder(tmp_path / "images")
+    (tmp_path / "images" / "train" / "cat" / "1.png").write_bytes(b"")  # unreadable
     with pytest.raises(StudyError, match="1.png: unreadable image"):
         load_dataset.__wrapped__("imagefolder", root)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["test", "train"]
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["test", "train"]
+    assert not list(cache.glob("*"))
 
 
-def test_a_cache_file_with_labels_outside_its_classes_is_not_used(tmp_path, monkeypatch):
+def test_a_cache_file_with_labels_outside_its_classes_is_not_used(tmp_path, monkeypatch, cache):
     calls = count_loads(monkeypatch, "digits")
     first = load_dataset.__wrapped__("digits", str(tmp_path))
-    (path,) = (tmp_path / ".study-cache").glob("digits-*.pt")
+    (path,) = cache.glob("digits-*.pt")
     fields = torch.load(path, weights_only=True)
     fields["train_y"] = fields["train_y"] + 100  # someone else's file, or a bug: labels with no class
     torch.save(fields, path)
@@ -324,7 +350,7 @@ print("after tuner:", "torch" in sys.modules)
 
 
 @pytest.mark.slow
-def test_the_driver_imports_torch_only_to_make_a_machine_cache(tmp_path):
+def test_the_driver_imports_torch_only_to_make_a_machine_cache(tmp_path, monkeypatch, cache):
     """`study run`'s driver checks names, data and builds its Tuner without torch once the data is cached."""
     import subprocess
     import sys
@@ -338,6 +364,36 @@ def test_the_driver_imports_torch_only_to_make_a_machine_cache(tmp_path):
 
     # The first check on this machine loads the data (torch) and writes the cache ...
     assert "after data check: True" in driver("synthetic")
-    assert list((tmp_path / ".study-cache").glob("synthetic-*.pt"))
+    assert list(cache.glob("synthetic-*.pt"))
     # ... after which neither the check nor the Tuner (no TensorBoard logger) imports torch.
     assert driver("synthetic").splitlines() == ["after data check: False", "after tuner: False"]
+
+
+@pytest.mark.slow
+def test_study_run_keeps_its_cache_in_cache_dir_and_never_in_the_data_folder(tmp_path):
+    """`--cache-dir` reaches the driver's data check and the trials' loads; the images stay untouched."""
+    import subprocess
+    import sys
+
+    from study.data.cache import cache_path
+
+    root = make_imagefolder(tmp_path / "images")
+    before = sorted((tmp_path / "images").rglob("*"))
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "dataset: imagefolder\nscheduler: {type: fifo}\n"
+        "space: {model: cnn, channels: 4, fc_width: 8, epochs: 1, batch_size: 4, val_size: 1, seed: {grid: [0, 1]}}\n"
+    )
+    args = ["run", str(space), "--data-dir", root, "--cache-dir", str(tmp_path / "mine"), "--storage-path"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "study", *args, str(tmp_path / "results")], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted((tmp_path / "images").rglob("*")) == before
+    loader = DATASETS.get("imagefolder")
+    assert not os.path.exists(cache_path("imagefolder", loader, root))  # the tests' cache: the trials never wrote it
+    os.environ["STUDY_CACHE_DIR"], session = str(tmp_path / "mine"), os.environ["STUDY_CACHE_DIR"]
+    try:
+        assert os.path.isfile(cache_path("imagefolder", loader, root))
+    finally:
+        os.environ["STUDY_CACHE_DIR"] = session

@@ -3,12 +3,14 @@
 A dataset loader (sklearn's digits, torchvision's CIFAR, an ImageFolder of JPEGs) costs a
 library import and a decode, 1-3 s or more, in every new worker process. The first load on a
 machine writes the result, uint8 tensors with classes and channel stats, to
-`DATA_DIR/.study-cache/NAME-KEY.pt`; every later process memory-maps it (`torch.load(mmap=True,
+`CACHE/datasets/NAME-KEY.pt`; every later process memory-maps it (`torch.load(mmap=True,
 weights_only=True)`: tensors and plain values only, never a pickle) and shares its pages.
 
-KEY is a digest of what the data was made from, given by the loader's `source_key`: its source
-files' names, sizes and modification times, or its version and parameters. Any change there is
-a new key, so a new load. A loader without a `source_key` is not cached.
+CACHE is `$STUDY_CACHE_DIR`, else `$XDG_CACHE_HOME/cifar-study` (`~/.cache/cifar-study`):
+never the user's data folder, which may be read-only or shared. KEY is a digest of where the
+data is and what it was made from, given by the loader's `source_key`: its source files' names,
+sizes and modification times, or its version and parameters. Any change there is a new key, so
+a new load. A loader without a `source_key` is not cached.
 """
 
 from __future__ import annotations
@@ -16,13 +18,11 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from study.data.datasets import ImageData
+from study.data.image_data import ImageData
 
-CACHE_DIR = ".study-cache"  # under the dataset's data_dir
-FORMAT = "study-imagedata/1"  # bump when what a cache file holds, or how a loader builds it, changes
+FORMAT = "study-imagedata/2"  # bump when what a cache file holds, or how a loader builds it, changes
 
 
 def source_key(key: Callable[..., str | None]) -> Callable[[Callable], Callable]:
@@ -51,8 +51,21 @@ def tree_key(*roots: str) -> str | None:
     return "\n".join(lines)
 
 
-def digest(name: str, key: str) -> str:
-    return hashlib.sha256(f"{FORMAT}\n{name}\n{key}".encode()).hexdigest()[:32]
+def cache_root() -> str:
+    """$STUDY_CACHE_DIR, else $XDG_CACHE_HOME/cifar-study (XDG's default: ~/.cache/cifar-study)."""
+    if os.environ.get("STUDY_CACHE_DIR"):
+        return os.path.abspath(os.path.expanduser(os.environ["STUDY_CACHE_DIR"]))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "cifar-study")
+
+
+def dataset_cache_dir() -> str:
+    return os.path.join(cache_root(), "datasets")
+
+
+def digest(name: str, data_dir: str, key: str) -> str:
+    """The cache key: the format, the dataset, where its data is, and what it was made from."""
+    return hashlib.sha256(f"{FORMAT}\n{name}\n{os.path.realpath(data_dir)}\n{key}".encode()).hexdigest()[:32]
 
 
 def read(path: str) -> dict[str, Any] | None:
@@ -111,32 +124,30 @@ def cache_path(name: str, loader: Callable[..., Any], data_dir: str, **kwargs: i
     exists or not); None for a loader without a `source_key`, or whose source is not there yet."""
     key_of: Callable[..., str | None] | None = getattr(loader, "source_key", None)
     key = None if key_of is None else key_of(data_dir=data_dir, **kwargs)
-    return None if key is None else os.path.join(data_dir, CACHE_DIR, f"{name}-{digest(name, key)}.pt")
+    return None if key is None else os.path.join(dataset_cache_dir(), f"{name}-{digest(name, data_dir, key)}.pt")
 
 
 def load_cached(name: str, loader: Callable[..., ImageData], data_dir: str, **kwargs: int) -> ImageData:
     """`loader(data_dir=data_dir, **kwargs)`, from this machine's cache when its source is unchanged.
 
-    Parallel first loads wait on a file lock while one loads. A data folder that cannot be
-    written is loaded every time, without a cache.
+    Parallel first loads wait on a file lock while one loads. A cache folder that cannot be
+    written (or that is not a folder) means a load every time, without a cache.
     """
     from filelock import FileLock
 
-    from study.data.datasets import ImageData
-
     if getattr(loader, "source_key", None) is None:
         return loader(data_dir=data_dir, **kwargs)
-    cache_dir = os.path.join(data_dir, CACHE_DIR)
+    cache_dir = dataset_cache_dir()
     before = cache_path(name, loader, data_dir, **kwargs)
     if before is not None and (fields := read(before)) is not None:
         return ImageData(**fields)
     lock_path = os.path.join(cache_dir, f"{name}.lock")
     made_data_dir = not os.path.exists(data_dir)
     try:
-        os.makedirs(cache_dir, exist_ok=True)
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
         lock = FileLock(lock_path)
         lock.acquire()
-    except OSError:  # a read-only data folder: no cache
+    except OSError:  # no room for a cache: load without one
         return loader(data_dir=data_dir, **kwargs)
     try:
         if before is not None and (fields := read(before)) is not None:  # another process loaded it
@@ -145,7 +156,7 @@ def load_cached(name: str, loader: Callable[..., ImageData], data_dir: str, **kw
             data = loader(data_dir=data_dir, **kwargs)
         except Exception:
             lock.release()
-            undo_first_load(lock_path, cache_dir, *([data_dir] if made_data_dir else []))
+            undo_first_load(lock_path, *([data_dir] if made_data_dir else []))
             raise
         after = cache_path(name, loader, data_dir, **kwargs)
         if after is not None and before in (None, after):  # unchanged while it loaded

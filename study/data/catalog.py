@@ -2,7 +2,7 @@
 
 Each dataset entry says what it is (its docstring, for `study datasets`), what its data is made
 from (`source_key`, the key of this machine's cache, see `study.data.cache`), and loads it by
-calling `study.data.datasets`, which imports torch. So the driver checks names, and finds a
+calling `study.data.sources`, which imports torch. So the driver checks names, and finds a
 dataset already cached on this machine, without importing torch.
 """
 
@@ -17,10 +17,9 @@ from study.data.cache import cache_path, source_key, tree_key
 from study.registry import Registry
 
 if TYPE_CHECKING:
-    from study.data.datasets import ImageData
+    from study.data.image_data import ImageData
 
 AUGMENTATIONS = ("none", "flip", "crop", "flip+crop")  # see study.data.augment
-OFFLINE_DATASETS = "digits (embedded), synthetic, imagefolder"
 
 Loader = Callable[..., "ImageData"]
 DATASETS: Registry[Loader] = Registry("dataset")
@@ -54,7 +53,7 @@ def cifar_source(name: str) -> Callable[..., str | None]:
 @source_key(cifar_source("cifar100"))
 def cifar100(*, data_dir: str, **_: int) -> ImageData:
     """CIFAR-100 (50k/10k, 100 classes) via torchvision, downloaded once to --data-dir."""
-    from study.data.datasets import load_cifar
+    from study.data.sources import load_cifar
 
     return load_cifar("cifar100", data_dir)
 
@@ -64,7 +63,7 @@ def cifar100(*, data_dir: str, **_: int) -> ImageData:
 @source_key(cifar_source("cifar10"))
 def cifar10(*, data_dir: str, **_: int) -> ImageData:
     """CIFAR-10 (50k/10k, 10 classes) via torchvision, downloaded once to --data-dir."""
-    from study.data.datasets import load_cifar
+    from study.data.sources import load_cifar
 
     return load_cifar("cifar10", data_dir)
 
@@ -74,7 +73,7 @@ def cifar10(*, data_dir: str, **_: int) -> ImageData:
 @source_key(lambda **_: f"scikit-learn {version('scikit-learn')}, digits/1")
 def digits(**_: object) -> ImageData:
     """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), upsampled to 32x32 RGB; offline."""
-    from study.data.datasets import load_digits
+    from study.data.sources import load_digits
 
     return load_digits()
 
@@ -83,7 +82,7 @@ def digits(**_: object) -> ImageData:
 @source_key(lambda *, num_train=0, num_test=0, **_: f"synthetic/1 {num_train or 2048} {num_test or 512}")
 def synthetic(*, num_train: int = 0, num_test: int = 0, **_: object) -> ImageData:
     """Random class-conditional 32x32 images, 10 classes, any size (num_train/num_test; 2048/512)."""
-    from study.data.datasets import load_synthetic
+    from study.data.sources import load_synthetic
 
     return load_synthetic(num_train or 2048, num_test or 512)
 
@@ -92,6 +91,6 @@ def synthetic(*, num_train: int = 0, num_test: int = 0, **_: object) -> ImageDat
 @source_key(lambda *, data_dir, **_: tree_key(os.path.join(data_dir, "train"), os.path.join(data_dir, "test")))
 def imagefolder(*, data_dir: str, **_: object) -> ImageData:
     """Your own images: DATA_DIR/train/<class>/* and DATA_DIR/test/<class>/*, resized to 32x32."""
-    from study.data.datasets import load_imagefolder
+    from study.data.sources import load_imagefolder
 
     return load_imagefolder(data_dir)
