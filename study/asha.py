@@ -16,9 +16,8 @@ class ResumableASHA(ASHAScheduler):
     """ASHA whose rungs hold, after `study resume`, what they held before the stop.
 
     Tune saves its searcher's state with the experiment, but not its scheduler's: Ray's ASHA
-    restarts with empty rungs, so the first trials to reach each rung after a resume all pass,
-    and an interrupted quickstart trained 46 trial-epochs where an uninterrupted one trains 26
-    (found by a new user, 2026-12-01). Tune adds every restored trial again, finished or not;
+    restarts with empty rungs, so the first trials to reach each rung after a resume would all
+    pass, and a resumed study would train far more epochs than an uninterrupted one. Tune adds every restored trial again, finished or not;
     then its results so far (its `result.json`) go through its bracket as ASHA saw them when
     they were reported, which records each rung's value. A new trial has no results, so nothing
     is read for it (on s3:// that is one request saved per trial). The stop decisions of the

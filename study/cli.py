@@ -410,10 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def console() -> int:
     """The `study` command: `main()`, then an exit without Python's final collection of every object.
 
-    With torch, Ray, pandas and matplotlib loaded, that collection made a process's exit take
-    1.0 s instead of 0.23 s (measured 2026-11-30 on the 2-core machine). Objects are still freed as Python clears its
-    modules, and atexit handlers (Ray's shutdown, logging's flush) still run; only cyclic garbage
-    left at exit is not collected, which Python does not promise to finalise anyway.
+    With torch, Ray, pandas and matplotlib loaded, that collection makes an exit take about a
+    second (docs/performance.md). Objects are still freed as Python clears its modules and
+    atexit handlers still run; only cyclic garbage left at exit is not collected.
     """
     code = main()
     gc.freeze()

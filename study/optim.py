@@ -4,9 +4,8 @@ PyTorch's recipe "How to save memory by fusing the optimizer step into the backw
 parameter whose gradient is complete is updated by a hook right away, and its gradient freed,
 while backward goes on through the layers before it. A step then never holds every gradient
 at once. The report's CNN keeps most of its weights in the first FC layer (16.8M of 17.4M at
-width 128, 134M of 172M at width 1024), so its peak falls by about that layer's gradient:
-87 MiB at width 128, measured 2026-12-01 on the memory benchmark's step in a plain process (in
-`benchmarks/memory.py` itself, the worst trial's peak went from 1,539-1,570 to 1,478-1,511 MiB).
+width 128, 134M of 172M at width 1024), so its peak falls by about that layer's gradient
+(benchmarks/memory.py; the figures are in docs/benchmarks.md).
 
 Only parameters of at least LARGE elements get their own optimiser and hook; the many small ones
 (biases, batch norm, small convolutions) share one optimiser, stepped after backward, so a step
