@@ -288,3 +288,42 @@ def test_a_stop_at_once_does_not_claim_tunes_final_save(capsys):
     assert stopped(Outcome("/x/exp", 0, signal.SIGTERM, at_once=True)) == 143
     err = capsys.readouterr().err
     assert "stopped at once" in err and "state is saved" not in err and "study resume /x/exp" in err
+
+
+def test_predict_opens_the_listed_raster_formats_and_never_runs_ghostscript(run_cli, tmp_path, monkeypatch):
+    """Pillow decodes EPS by running Ghostscript: an EPS, whatever its name, is refused unopened,
+    and every listed format is still classified."""
+    import torch
+    from PIL import EpsImagePlugin, Image
+
+    from tests.error_catalogue import EPS, exported_model
+
+    ran = []
+
+    def ghostscript(*args, **kwargs):
+        ran.append(args)
+        raise OSError("Ghostscript ran")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: True)
+    torch.save(exported_model(), tmp_path / "model.pt")
+    (tmp_path / "photo.jpg").write_bytes(EPS)
+    assert_bad_input(
+        run_cli("predict", str(tmp_path / "model.pt"), str(tmp_path / "photo.jpg")), "not an image in a format"
+    )
+    assert not ran
+
+    images = []
+    for extension, mode in (
+        ("png", "RGB"),
+        ("jpg", "RGB"),
+        ("bmp", "RGB"),
+        ("gif", "P"),
+        ("tiff", "L"),
+        ("webp", "RGB"),
+    ):
+        images.append(str(tmp_path / f"x.{extension}"))
+        Image.new(mode, (40, 30)).save(images[-1])
+    code, out, err = run_cli("predict", str(tmp_path / "model.pt"), *images, "--top", "2")
+    assert code == 0, err
+    assert len(out.splitlines()) == 6 and all(line.count(", ") == 1 for line in out.splitlines())
