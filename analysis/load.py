@@ -53,8 +53,11 @@ def load_experiment(path: str) -> pd.DataFrame:
     Works on finished, running and interrupted experiments, and on folders someone else wrote:
     it reads each trial's params.json and result.json and the statuses in Tune's
     experiment_state-*.json, all as JSON. Ray's pickles (tuner.pkl, params.pkl, the pickled
-    fields of the state) are never opened, and Ray is not imported.
+    fields of the state) are never opened, and Ray is not imported. Each row says whether its
+    trial's results are signed by this user's key (`signed`, see `study.signing`).
     """
+    from study import signing
+
     path = storage.normalize(path)
     if not storage.is_uri(path):
         if not os.path.isdir(path):
@@ -65,6 +68,7 @@ def load_experiment(path: str) -> pd.DataFrame:
     if not states:
         raise StudyError(f"{path}: not a Ray Tune experiment folder (no {STATE_GLOB} in it)")
     tune_state = trial_states(storage.join(path, states[-1]))
+    key = signing.existing_key()
     frames = []
     for name, is_dir in entries:
         trial_dir = storage.join(path, name)
@@ -96,6 +100,7 @@ def load_experiment(path: str) -> pd.DataFrame:
         )
         frame = trial_frame(trial_id, status, config, results, path, params)
         frame["trial_dir"] = name  # the trial's folder in the experiment, for export
+        frame["signed"] = signing.results_signed(trial_dir, key)  # its numbers are this user's own
         frames.append(frame)
     if not frames:
         raise StudyError(f"{path}: experiment has no trial results yet")

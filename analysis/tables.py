@@ -325,6 +325,7 @@ def best_trials(frame: pd.DataFrame, metric: str = "test_acc", top: int = 10) ->
         "final_test_acc",
         "train_loss",
         "status",
+        "signed",  # its results are as this user's own run signed them (see study.signing)
     ]
     ascending = "loss" in metric
     key = "best_test_acc" if metric == "test_acc" else metric

@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("experiment", metavar="EXPERIMENT_DIR")
     export.add_argument("--trial", metavar="NAME", help="a trial folder name, e.g. cnn64-s1-00005 (default: the best)")
     export.add_argument("--out", required=True, help="the model file to write, e.g. model.pt")
+    export.add_argument(
+        "--trust",
+        action="store_true",
+        help="export a checkpoint this user's trials did not sign (someone else's, or changed since): "
+        "its weights and the epoch and metrics it claims are then taken as they are",
+    )
 
     predict = sub.add_parser("predict", help="classify image files with an exported model")
     predict.add_argument("model", metavar="MODEL", help="a file written by `study export`")
@@ -301,7 +307,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise StudyError(
             f"--out {args.out}: is a folder; expected a file name, e.g. {os.path.join(args.out, 'model.pt')}"
         )
-    done = run.export_best(args.experiment, args.trial, args.out)
+    done = run.export_best(args.experiment, args.trial, args.out, args.trust)
     older = (
         f"; its newest checkpoint, the trial ran to epoch {done['last_epoch']}"
         if done["epoch"] < done["last_epoch"]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study import storage
-from study.checkpoints import newest_by_meta, read_checkpoint
+from study.checkpoints import newest_by_meta, read_checkpoint, unsigned_checkpoints
 from study.errors import StudyError, reason
 from study.schema import CHECKPOINT_FILE
 
@@ -35,8 +35,18 @@ MAX_IMAGE_PIXELS = 100_000_000
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # raster formats Pillow decodes itself
 
 
-def newest_checkpoint(trial_dir: str) -> str:
-    """The trial's checkpoint of its latest epoch (by meta.json; by folder name for older ones)."""
+def newest_checkpoint(trial_dir: str, trust: bool = False) -> str:
+    """The trial's checkpoint of its latest epoch (by meta.json; by folder name for older ones).
+
+    Unless `trust`, every checkpoint of the trial must be one its own trial signed with this
+    user's key (see `study.signing`): a planted or forged one is refused, never exported.
+    """
+    if not trust and (found := unsigned_checkpoints(trial_dir)):
+        folder, why = found[0]
+        raise StudyError(
+            f"{folder}: {why}; refusing to export from this trial: delete that checkpoint folder, or if you "
+            "have read it and trust it, pass --trust"
+        )
     if not storage.is_uri(trial_dir) and (by_epoch := newest_by_meta(trial_dir)):
         return os.path.join(by_epoch[0][0], CHECKPOINT_FILE)
     names = sorted(n for n, is_dir in storage.list_dir(trial_dir) if is_dir and n.startswith("checkpoint_"))

@@ -166,8 +166,8 @@ def check_resumable(path: str, trust: bool) -> None:
     """Everything a resume needs, checked before Ray opens a file of the folder.
 
     The folder must hold Tune's state (a run killed before its first step has none), signed by
-    this user's `study run` unless `trust` (see `study.signing`), and every trial's checkpoint
-    must load.
+    this user's `study run` unless `trust` (see `study.signing`), as must every checkpoint an
+    unfinished trial may continue from; and every trial's checkpoint must load.
     """
     if storage.is_uri(path):
         if not trust:
@@ -184,7 +184,14 @@ def check_resumable(path: str, trust: bool) -> None:
     if not trust:  # first: a file that is cut short or planted must not be "repaired" into trust
         check_signature(path)
     repair_state(path)
-    from study.checkpoints import verify_checkpoints
+    from study.checkpoints import unsigned_to_resume, verify_checkpoints
+
+    if not trust and (found := unsigned_to_resume(path)):
+        folder, why = found[0]
+        raise StudyError(
+            f"{folder}: {why}; refusing to resume from it: delete that checkpoint folder, or if you have "
+            "read it and trust it, pass --trust"
+        )
 
     for warning in verify_checkpoints(path):
         print(f"[study] warning: {warning}", file=sys.stderr)
@@ -343,6 +350,7 @@ def fit(tuner: Any, path: str) -> Outcome:
         # as the backup too (a damaged state file of a finished study then loses nothing).
         if not StateBackup(path).copy_state():
             signing.sign(path)
+        signing.sign_all_results(path)  # every trial's params.json and result.json, as they ended
     return Outcome(path, len(results.errors), received[0] if received else None)
 
 
@@ -381,9 +389,10 @@ def stop_signals() -> Iterator[list[int]]:
 EXPORTED_METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
 
 
-def export_best(experiment: str, trial: str | None, out: str) -> dict[str, Any]:
+def export_best(experiment: str, trial: str | None, out: str, trust: bool = False) -> dict[str, Any]:
     """Export one trial's newest checkpoint: `trial` (its folder name), else the best trial by the
-    file's metric and mode at each trial's last epoch (what Tune's get_best_result does)."""
+    file's metric and mode at each trial's last epoch (what Tune's get_best_result does). Its
+    checkpoints must be signed by this user's trials unless `trust` (see `newest_checkpoint`)."""
     import pandas as pd
 
     from study.analysis.load import load_experiment
@@ -414,7 +423,7 @@ def export_best(experiment: str, trial: str | None, out: str) -> dict[str, Any]:
         for _, row in frame[frame["trial_dir"] == name].iterrows()
     }
     source = storage.join(path, name)
-    exported = export_checkpoint(newest_checkpoint(source), out, per_epoch, source)
+    exported = export_checkpoint(newest_checkpoint(source, trust), out, per_epoch, source)
     last_epoch = int(chosen.iloc[0]["epoch"])
     return {"trial": name, "metric": spec.metric, "last_epoch": last_epoch, **exported["metrics"]}
 

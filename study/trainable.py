@@ -3,7 +3,8 @@
 It turns Tune's `config` into a `TrialConfig`, resumes from the trial's newest checkpoint (see
 `study.checkpoints`), and after every epoch reports the metrics, with a checkpoint of the full
 state as `checkpoint_due` decides (by default, every epoch unless writing costs more than 5% of
-the training since the last checkpoint, or the end is that close) and at the last.
+the training since the last checkpoint, or the end is that close) and at the last. Each
+checkpoint is signed for its trial and epoch (see `study.signing`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import ray
 import torch
 from ray import tune
 
+from study import signing
 from study.checkpoints import (
     WRITE_SPEED,
     always_checkpointed,
@@ -189,6 +191,10 @@ def train_epochs(
     `keep` there are emptied after each new one.
     """
     node_id = ray.get_runtime_context().get_node_id()
+    # Each checkpoint is signed for this trial (its folder name) with the user's key, found as
+    # the driver finds it (same user and HOME; on a cluster, copied to every node).
+    trial = os.path.basename(tune.get_context().get_trial_dir().rstrip("/"))
+    signing_key = signing.secret_key()
     scratch = scratch_root()  # where checkpoints are written before Tune moves them to storage
     while trainer.epoch < cfg.epochs:
         metrics = trainer.run_epoch()
@@ -214,6 +220,7 @@ def train_epochs(
                 metrics["checkpoint_mb"] = os.path.getsize(path) / 2**20
                 WRITE_SPEED.note(os.path.getsize(path), metrics["checkpoint_s"])  # for this worker's next trials
                 write_meta(folder, trainer.epoch, key, history)
+                signing.sign_checkpoint(folder, trial, trainer.epoch, signing_key)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
             if prune_dir:
                 prune(prune_dir, key, keep)

@@ -112,6 +112,101 @@ def test_a_folder_signed_by_someone_else_or_edited_is_refused(finished, run_cli,
     assert_bad_input(run_cli("resume", copy), "searcher-state-planted.pkl: not signed")
 
 
+def mark_unfinished(experiment: str, trial: str) -> None:
+    """Tune's state says `trial` was paused (as after an interrupt), signed as our own run leaves it."""
+    (state_path,) = glob.glob(os.path.join(experiment, "experiment_state-*.json"))
+    with open(state_path) as f:
+        state = json.load(f)
+    for row in state["trial_data"]:
+        entry = json.loads(row[0])
+        if entry["relative_logdir"] == trial:
+            entry["status"] = "PAUSED"
+            row[0] = json.dumps(entry)
+    with open(state_path, "w") as f:
+        json.dump(state, f)
+    signing.sign(experiment)
+
+
+def newest(trial_dir: str) -> str:
+    """The checkpoint folder of the trial's newest epoch."""
+    return max(
+        glob.glob(os.path.join(trial_dir, "checkpoint_*", "meta.json")), key=lambda m: json.load(open(m))["epoch"]
+    )[: -len("/meta.json")]
+
+
+@pytest.mark.slow
+def test_a_forged_or_planted_checkpoint_is_refused_by_resume_and_export_unless_trusted(finished, run_cli, tmp_path):
+    a, b = sorted(glob.glob(os.path.join(finished, "trial-*")))
+
+    # A forged meta.json (epoch 59, invented epochs at 0.999) and another trial's weights.
+    forged = str(tmp_path / "forged")
+    shutil.copytree(finished, forged)
+    fa, fb = (os.path.join(forged, os.path.basename(t)) for t in (a, b))
+    target = newest(fa)
+    with open(os.path.join(target, "meta.json")) as f:
+        meta = json.load(f)
+    invented = [{**meta["history"][-1], "epoch": e, "test_acc": 0.999} for e in range(meta["epoch"] + 1, 60)]
+    meta.update(epoch=59, history=meta["history"] + invented)
+    with open(os.path.join(target, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    shutil.copy(os.path.join(newest(fb), "trainer.pt"), target)
+    mark_unfinished(forged, os.path.basename(fa))
+    name = os.path.basename(fa)
+    assert_bad_input(run_cli("resume", forged), f"{target}: does not match its signature", "--trust")
+    out = str(tmp_path / "m.pt")
+    assert_bad_input(run_cli("export", forged, "--trial", name, "--out", out), f"{target}: does not match", "--trust")
+    assert not os.path.exists(out)
+    code, printed, err = run_cli("export", forged, "--trial", name, "--out", out, "--trust")
+    assert code == 0 and f"exported {name} " in printed, err
+
+    # A planted checkpoint_999999: another trial's signed checkpoint, then one with no signature.
+    planted = str(tmp_path / "planted")
+    shutil.copytree(finished, planted)
+    pa, pb = (os.path.join(planted, os.path.basename(t)) for t in (a, b))
+    plant_dir = os.path.join(pa, "checkpoint_999999")
+    shutil.copytree(newest(pb), plant_dir)
+    assert_bad_input(
+        run_cli("export", planted, "--trial", name, "--out", out), f"{plant_dir}: does not match its signature"
+    )
+    os.remove(os.path.join(plant_dir, "signature.json"))
+    assert_bad_input(run_cli("export", planted, "--trial", name, "--out", out), f"{plant_dir}: not signed")
+    mark_unfinished(planted, name)
+    assert_bad_input(run_cli("resume", planted), f"{plant_dir}: not signed", "--trust")
+    code, _, err = run_cli("resume", planted, "--trust")  # read and trusted: it goes on
+    assert code == 0, err
+    assert signing.checkpoint_problem(newest(a)) is None  # the run's own checkpoints are signed
+
+
+@pytest.mark.slow
+def test_analyze_marks_which_trials_numbers_are_signed_by_this_users_key(finished, run_cli, tmp_path, monkeypatch):
+    import pandas as pd
+
+    def analyze(out: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+        code, printed, err = run_cli("analyze", finished, "--out", str(tmp_path / out))
+        assert code == 0, err
+        read = lambda name: pd.read_csv(tmp_path / out / f"{name}.csv")  # noqa: E731
+        return read("results"), read("best_trials"), printed
+
+    results, best, printed = analyze("own")
+    assert results["signed"].all() and best["signed"].all() and "not signed" not in printed
+
+    a, _ = sorted(glob.glob(os.path.join(finished, "trial-*")))
+    with open(os.path.join(a, "result.json")) as f:
+        rows_a = [json.loads(line) for line in f]
+    with open(os.path.join(a, "result.json"), "w") as f:
+        f.writelines(json.dumps({**r, "test_acc": 0.999}) + "\n" for r in rows_a)  # a forged result
+    results, best, printed = analyze("forged")
+    signed = best.set_index("trial_dir")["signed"]
+    assert not signed[os.path.basename(a)] and signed.sum() == 1
+    assert not results[results["trial_dir"] == os.path.basename(a)]["signed"].any()
+    assert "note: 1 of 2 trials' results are not signed by your key" in printed
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other-user"))  # someone else reads it
+    results, best, printed = analyze("other")
+    assert not results["signed"].any() and "2 of 2 trials" in printed
+    assert not (tmp_path / "other-user").exists()  # reading makes no key
+
+
 def test_the_signing_key_is_private_and_made_once(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     key = signing.secret_key()
