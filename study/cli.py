@@ -85,8 +85,8 @@ def add_trust_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trust",
         action="store_true",
-        help="resume a folder this user's `study run` did not sign (someone else's, a URI); Ray "
-        "unpickles its state, which can run code: read it first",
+        help="resume a folder this user's `study run` did not sign (someone else's, a URI), or whose "
+        "checkpoints or results its trials did not sign; Ray unpickles its state, which can run code: read it first",
     )
 
 

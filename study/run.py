@@ -192,6 +192,8 @@ def check_resumable(path: str, trust: bool) -> None:
             f"{folder}: {why}; refusing to resume from it: delete that checkpoint folder, or if you have "
             "read it and trust it, pass --trust"
         )
+    if not trust:
+        check_results_signed(path)
 
     for warning in verify_checkpoints(path):
         print(f"[study] warning: {warning}", file=sys.stderr)
@@ -247,6 +249,22 @@ def check_signature(path: str) -> None:
         f"{os.path.join(path, name)}: {why}; refusing to resume, since Ray would unpickle the folder's "
         "state: if you wrote this folder, or have read it and trust it, pass --trust"
     )
+
+
+def check_results_signed(path: str) -> None:
+    """Refuse a trial whose params.json or signed rows of result.json changed since this user's
+    driver signed them: the resumed run would sign them again, as its own. Rows appended after
+    the signature (a driver killed before it signed them) and unsigned trials are let through."""
+    from study import signing
+
+    key = signing.secret_key()
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.is_dir(follow_symlinks=False) and signing.results_state(entry.path, key) == signing.FORGED:
+            raise StudyError(
+                f"{os.path.join(entry.path, 'result.json')}: does not match its signature (it or params.json "
+                "changed since, another trial's, or signed with another user's key); refusing to resume, "
+                "which would sign it as yours: if you have read it and trust it, pass --trust"
+            )
 
 
 def write_environment(experiment_path: str, command: Sequence[str], resumed: bool = False) -> None:

@@ -212,30 +212,71 @@ def checkpoint_problem(folder: str, key: bytes | None = None) -> str | None:
     return None
 
 
+def read_head(path: str, limit: int | None = None) -> bytes:
+    """The first `limit` bytes (all without one) of a local file or a storage URI's object."""
+    if storage.is_uri(path):
+        data = storage.read_bytes(path)
+        return data if limit is None else data[:limit]
+    with open(path, "rb") as f:
+        return f.read() if limit is None else f.read(limit)
+
+
+def results_mac(key: bytes, trial: str, params: bytes, result: bytes) -> str:
+    """HMAC of a trial's params.json and of result.json as far as it was when signed."""
+    message = {
+        "kind": "results",
+        "trial": trial,
+        "result_bytes": len(result),
+        "files": {"params.json": hashlib.sha256(params).hexdigest(), "result.json": hashlib.sha256(result).hexdigest()},
+    }
+    return hmac.new(key, json.dumps(message, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+
+
 def sign_results(trial_dir: str, key: bytes | None = None) -> bool:
-    """Sign a local trial folder's params.json and result.json as they are now; False if it has none."""
-    files = {name: os.path.join(trial_dir, name) for name in RESULT_FILES}
-    if not all(os.path.isfile(path) for path in files.values()):
+    """Sign a local trial folder's params.json and result.json as they are now; False if it has none.
+
+    result.json only grows (Tune appends a line per result), so the signature records how many
+    of its bytes it covers: rows appended since (a driver killed before signing them) leave the
+    signed ones checkable.
+    """
+    params, result = (os.path.join(trial_dir, name) for name in RESULT_FILES)
+    if not (os.path.isfile(params) and os.path.isfile(result)):
         return False
-    binding = {"kind": "results", "trial": os.path.basename(trial_dir.rstrip("/"))}
+    trial = os.path.basename(trial_dir.rstrip("/"))
+    data = read_head(result)
+    record = {"kind": "results", "trial": trial, "result_bytes": len(data)}
     write_json(
-        os.path.join(trial_dir, RESULTS_SIGNATURE), {**binding, "mac": bound_mac(key or secret_key(), binding, files)}
+        os.path.join(trial_dir, RESULTS_SIGNATURE),
+        {**record, "mac": results_mac(key or secret_key(), trial, read_head(params), data)},
     )
     return True
 
 
-def results_signed(trial_dir: str, key: bytes | None) -> bool:
-    """Whether a trial folder's (local or URI) params.json and result.json are as this user's
-    driver signed them; False without a key."""
+SIGNED, GROWN, FORGED, NOT_SIGNED = "signed", "grown", "forged", "not signed"  # results_state
+
+
+def results_state(trial_dir: str, key: bytes | None) -> str:
+    """A trial folder's (local or URI) results against this user's signature: SIGNED as signed;
+    GROWN, rows appended after the signed ones; FORGED, what was signed changed (or another
+    trial's, or another user's key); NOT_SIGNED, no signature or no key to check it with."""
     record = read_signature(storage.join(trial_dir, RESULTS_SIGNATURE))
-    if record is None or key is None:
-        return False
-    binding = {"kind": "results", "trial": storage.basename(trial_dir)}
+    size = record.get("result_bytes") if record else None
+    if record is None or key is None or type(size) is not int or size < 0:
+        return NOT_SIGNED
+    trial = storage.basename(trial_dir)
     try:
-        expected = bound_mac(key, binding, {n: storage.join(trial_dir, n) for n in RESULT_FILES})
+        params = read_head(storage.join(trial_dir, RESULT_FILES[0]))
+        result = read_head(storage.join(trial_dir, RESULT_FILES[1]), size + 1)
     except (OSError, StudyError):
-        return False
-    return hmac.compare_digest(expected, record["mac"])
+        return FORGED
+    if len(result) < size or not hmac.compare_digest(results_mac(key, trial, params, result[:size]), record["mac"]):
+        return FORGED
+    return GROWN if len(result) > size else SIGNED
+
+
+def results_signed(trial_dir: str, key: bytes | None) -> bool:
+    """Whether a trial folder's params.json and result.json are, whole, as this user's driver signed them."""
+    return results_state(trial_dir, key) == SIGNED
 
 
 def sign_all_results(experiment_path: str, key: bytes | None = None, seen: dict | None = None) -> None:

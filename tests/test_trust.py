@@ -191,8 +191,9 @@ def test_analyze_marks_which_trials_numbers_are_signed_by_this_users_key(finishe
     assert results["signed"].all() and best["signed"].all() and "not signed" not in printed
 
     a, _ = sorted(glob.glob(os.path.join(finished, "trial-*")))
-    with open(os.path.join(a, "result.json")) as f:
-        rows_a = [json.loads(line) for line in f]
+    with open(os.path.join(a, "result.json"), "rb") as f:
+        original = f.read()
+    rows_a = [json.loads(line) for line in original.splitlines()]
     with open(os.path.join(a, "result.json"), "w") as f:
         f.writelines(json.dumps({**r, "test_acc": 0.999}) + "\n" for r in rows_a)  # a forged result
     results, best, printed = analyze("forged")
@@ -200,6 +201,16 @@ def test_analyze_marks_which_trials_numbers_are_signed_by_this_users_key(finishe
     assert not signed[os.path.basename(a)] and signed.sum() == 1
     assert not results[results["trial_dir"] == os.path.basename(a)]["signed"].any()
     assert "note: 1 of 2 trials' results are not signed by your key" in printed
+
+    # A resume would sign the forged rows as this user's: refused. Rows appended after the
+    # signed ones (a driver killed before it signed them) are not forged, only not signed.
+    assert_bad_input(run_cli("resume", finished), f"{a}/result.json: does not match its signature", "--trust")
+    with open(os.path.join(a, "result.json"), "wb") as f:
+        f.write(original + json.dumps(rows_a[-1]).encode() + b"\n")
+    results, best, printed = analyze("grown")
+    assert best["signed"].sum() == 1 and "note: 1 of 2 trials' results are not signed" in printed
+    code, _, err = run_cli("resume", finished)
+    assert code == 0 and "nothing to resume" in err, err
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other-user"))  # someone else reads it
     results, best, printed = analyze("other")
