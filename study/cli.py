@@ -221,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     resources = run.connect_and_size(plans, args.address, args.autoscale)
     for i, (plan, trial_resources) in enumerate(zip(plans, resources, strict=True)):
         if plan.path is not None:  # --resume
-            outcome = run.resume_experiment(plan.path, trial_resources, args.command_line, plan.spec)
+            outcome = run.resume_experiment(plan.path, trial_resources, args.command_line, plan.spec, args.trust)
         else:
             outcome = run.run_experiment(plan, trial_resources, args.command_line)
         if outcome.stopped_by is not None:
@@ -246,7 +246,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return EXIT_TRIALS_FAILED if print_finished(path) else EXIT_OK
     prepare_inputs(spec)
     (resources,) = run.connect_and_size([run.Plan(spec, storage.parent(path), path)], args.address, args.autoscale)
-    outcome = run.resume_experiment(path, resources, args.command_line, spec)
+    outcome = run.resume_experiment(path, resources, args.command_line, spec, args.trust)
     if outcome.stopped_by is not None:
         return stopped(outcome)
     release()

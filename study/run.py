@@ -307,12 +307,15 @@ def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[st
     return fit(make_tuner(plan.spec, path, resources), path)
 
 
-def resume_experiment(path: str, resources: dict[str, float], command: Sequence[str], spec: StudySpec) -> Outcome:
-    """Continue an interrupted experiment through Ray's own `Tuner.restore`."""
+def resume_experiment(
+    path: str, resources: dict[str, float], command: Sequence[str], spec: StudySpec, trust: bool = False
+) -> Outcome:
+    """Continue an interrupted experiment through Ray's own `Tuner.restore`; with `trust`, its
+    trials also load checkpoints not signed for them."""
     from study.tuner import restore_tuner
 
     set_state_save_period(spec.num_trials())
-    tuner = restore_tuner(path, resources, spec)  # before anything is written: it may refuse
+    tuner = restore_tuner(path, resources, spec, trust)  # before anything is written: it may refuse
     banner(spec, path, resources, resumed=True)
     write_environment(path, command, resumed=True)
     return fit(tuner, path)

@@ -187,9 +187,9 @@ def sign_checkpoint(folder: str, trial: str, epoch: int, key: bytes | None = Non
     write_json(os.path.join(folder, CHECKPOINT_SIGNATURE), {**binding, "mac": mac_hex})
 
 
-def checkpoint_problem(folder: str, key: bytes | None = None) -> str | None:
-    """Why a checkpoint folder (local or URI) is not this user's signed checkpoint of its trial
-    and its meta.json's epoch; None when it is."""
+def checkpoint_problem(folder: str, key: bytes | None = None, trial: str | None = None) -> str | None:
+    """Why a checkpoint folder (local or URI) is not this user's signed checkpoint of `trial`
+    (default: the folder it is in) and its meta.json's epoch; None when it is."""
     record = read_signature(storage.join(folder, CHECKPOINT_SIGNATURE))
     if record is None:
         return f"not signed (no readable {CHECKPOINT_SIGNATURE}: not written by this user's trials)"
@@ -198,7 +198,7 @@ def checkpoint_problem(folder: str, key: bytes | None = None) -> str | None:
         epoch = meta["epoch"]
     except (OSError, ValueError, KeyError, TypeError, StudyError):
         return f"{META_FILE} missing or unreadable"
-    trial = storage.basename(storage.parent(folder))
+    trial = trial or storage.basename(storage.parent(folder))
     binding = {"kind": "checkpoint", "trial": trial, "epoch": epoch}
     try:
         expected = bound_mac(key or secret_key(), binding, checkpoint_files(folder))

@@ -70,31 +70,50 @@ def use_assigned_cpus() -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
-def resume_from(trainer: Trainer, checkpoint: tune.Checkpoint) -> None:
+def may_load(folder: str, trial: str, trust: bool) -> bool:
+    """Whether this trial may load a checkpoint folder: signed for it with the user's key (see
+    `study.signing`), or the user passed --trust. One planted while the study runs is never loaded."""
+    why = None if trust else signing.checkpoint_problem(folder, trial=trial)
+    if why:
+        log.warning("%s: %s; not loaded (pass --trust to load it)", folder, why)
+    return why is None
+
+
+def resume_from(trainer: Trainer, checkpoint: tune.Checkpoint, trial: str, trust: bool = False) -> None:
     """Load Tune's checkpoint; if it is unreadable, the newest readable older one, else start over.
 
     A checkpoint cut short by a full disk would otherwise fail the trial on every retry. The
     older ones are looked for beside it, on local storage (`checkpoint.path` is the folder there).
+    Each must be signed for this trial unless `trust`.
     """
     with checkpoint.as_directory() as folder:
-        try:
-            trainer.load(os.path.join(folder, CHECKPOINT_FILE))
-            return
-        except StudyError:
-            pass
+        if may_load(folder, trial, trust):
+            try:
+                trainer.load(os.path.join(folder, CHECKPOINT_FILE))
+                return
+            except StudyError:
+                pass
     trial_dir = os.path.dirname(checkpoint.path)
     fallback = None
     if os.path.isdir(trial_dir):
         fallback = fallback_checkpoint(trial_dir, os.path.join(checkpoint.path, CHECKPOINT_FILE))
-    if fallback is not None:
+    if fallback is not None and may_load(os.path.dirname(fallback), trial, trust):
         trainer.load(fallback)
-    log.warning("unreadable checkpoint %s; resumed from %s", checkpoint.path, fallback or "the first epoch")
+    else:
+        fallback = None
+    log.warning("unusable checkpoint %s; resumed from %s", checkpoint.path, fallback or "the first epoch")
 
 
 def resume(
-    trainer: Trainer, checkpoint: tune.Checkpoint | None, trial_dir: str | None, key: str
+    trainer: Trainer,
+    checkpoint: tune.Checkpoint | None,
+    trial_dir: str | None,
+    key: str,
+    trial: str,
+    trust: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Continue from the trial's newest readable checkpoint, by the epoch its meta.json records.
+    """Continue from the trial's newest readable checkpoint, by the epoch its meta.json records;
+    one not signed for `trial` (its folder name) is passed over unless `trust`.
 
     Returns (history, replay): the metrics of every epoch up to the loaded checkpoint, and those
     of the epochs Tune had not saved before a crash (see `recorded_epoch`), to report again.
@@ -102,6 +121,8 @@ def resume(
     checkpoint is used as before, with nothing to replay.
     """
     for folder, meta in newest_first(trial_dir, key) if trial_dir and os.path.isdir(trial_dir) else []:
+        if not may_load(folder, trial, trust):
+            continue
         try:
             trainer.load(os.path.join(folder, CHECKPOINT_FILE))
         except StudyError as exc:
@@ -119,7 +140,7 @@ def resume(
         history = meta["history"]
         return history, [m for m in history if m["epoch"] > recorded]
     if checkpoint is not None:
-        resume_from(trainer, checkpoint)
+        resume_from(trainer, checkpoint, trial, trust)
     return [], []
 
 
@@ -138,12 +159,14 @@ def train_trial(
     experiment_path: str | None = None,
     keep: int | None = None,
     stop_epochs: tuple[int, ...] = (),
+    trust: bool = False,
 ) -> None:
     """Train one trial, reporting once per epoch; resumes from its newest checkpoint if it has one.
 
     `experiment_path`: the experiment folder, where the trial finds its checkpoints (see
     `study.checkpoints`); `keep`: how many checkpoints keep their files (None: Tune decides);
-    `stop_epochs`: the epochs at which the scheduler may stop it (always checkpointed).
+    `stop_epochs`: the epochs at which the scheduler may stop it (always checkpointed); `trust`:
+    load checkpoints not signed for this trial (`study resume --trust`).
     """
     # Ray logs every persisted checkpoint at INFO from the worker; once per epoch per trial drowns
     # the progress table. Warnings still show.
@@ -159,7 +182,8 @@ def train_trial(
     try:
         checkpoint = tune.get_checkpoint()
         trial_dir = local_trial_dir(checkpoint, experiment_path)
-        history, replay = resume(trainer, checkpoint, trial_dir, key)
+        trial = os.path.basename(tune.get_context().get_trial_dir().rstrip("/"))  # what its checkpoints are signed for
+        history, replay = resume(trainer, checkpoint, trial_dir, key, trial, trust)
         for metrics in replay:  # epochs Tune's saved state had not seen: result.json, ASHA, Optuna
             tune.report({**metrics, "replayed": True})
         if not (history and history[-1].get("diverged")):  # a diverged trial stays stopped

@@ -433,3 +433,34 @@ def test_predict_opens_the_listed_raster_formats_and_never_runs_ghostscript(run_
     code, out, err = run_cli("predict", str(tmp_path / "model.pt"), *images, "--top", "2")
     assert code == 0, err
     assert len(out.splitlines()) == 6 and all(line.count(", ") == 1 for line in out.splitlines())
+
+
+def test_a_trial_passes_over_a_checkpoint_not_signed_for_it(tmp_path, monkeypatch):
+    """Planted while the study runs (after resume's check), a checkpoint is still not loaded by
+    the trial (a retry after a crash, say), unless the user passed --trust."""
+    from study import trainable
+    from study.checkpoints import write_meta
+    from study.config import TrialConfig
+    from study.data.datasets import load_dataset
+    from study.train import Trainer
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    cfg = TrialConfig.from_dict(
+        dict(dataset="synthetic", num_train=64, num_test=32, model="cnn", channels=4, fc_width=8, batch_size=32)
+    )
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test)
+    trainer, history, name = Trainer(cfg, data), [], "trial-s0-00000"
+    for epoch, signed_for in ((1, name), (2, "trial-s9-00009")):  # the newer one is another trial's
+        history.append(trainer.run_epoch())
+        folder = tmp_path / name / f"checkpoint_{epoch:06d}"
+        folder.mkdir(parents=True)
+        trainer.save(str(folder / "trainer.pt"))
+        write_meta(str(folder), epoch, "key", history)
+        signing.sign_checkpoint(str(folder), signed_for, epoch)
+
+    fresh = Trainer(cfg, data)
+    loaded, _ = trainable.resume(fresh, None, str(tmp_path / name), "key", name)
+    assert fresh.epoch == 1 and [m["epoch"] for m in loaded] == [1]
+    trusting = Trainer(cfg, data)
+    loaded, _ = trainable.resume(trusting, None, str(tmp_path / name), "key", name, trust=True)
+    assert trusting.epoch == 2 and len(loaded) == 2
