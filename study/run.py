@@ -444,9 +444,25 @@ def export_best(experiment: str, trial: str | None, out: str, trust: bool = Fals
         for _, row in frame[frame["trial_dir"] == name].iterrows()
     }
     source = storage.join(path, name)
+    if not trust:
+        check_results_to_export(source)
     exported = export_checkpoint(newest_checkpoint(source, trust), out, per_epoch, source)
     last_epoch = int(chosen.iloc[0]["epoch"])
     return {"trial": name, "metric": spec.metric, "last_epoch": last_epoch, **exported["metrics"]}
+
+
+def check_results_to_export(trial_dir: str) -> None:
+    """The exported trial's result.json chose it and labels its metrics: it must be as this user's
+    driver signed it (rows appended since, by a run that goes on or a crash, do not count)."""
+    from study import signing
+
+    state = signing.results_state(trial_dir, signing.secret_key())
+    if state in (signing.FORGED, signing.NOT_SIGNED):
+        why = "does not match its signature" if state == signing.FORGED else "not signed by your key"
+        raise StudyError(
+            f"{storage.join(trial_dir, 'result.json')}: {why}; its metrics chose this trial and would label the "
+            "exported model: if you have read it and trust it, pass --trust"
+        )
 
 
 def checkpoint_size_mb(cfg: Any, num_classes: int = 100) -> float:

@@ -202,6 +202,12 @@ def test_analyze_marks_which_trials_numbers_are_signed_by_this_users_key(finishe
     assert not results[results["trial_dir"] == os.path.basename(a)]["signed"].any()
     assert "note: 1 of 2 trials' results are not signed by your key" in printed
 
+    # Its forged numbers make it the best trial: export refuses to pick and label a model by them.
+    out = str(tmp_path / "m.pt")
+    assert_bad_input(run_cli("export", finished, "--out", out), f"{a}/result.json: does not match its signature")
+    code, printed, err = run_cli("export", finished, "--out", out, "--trust")
+    assert code == 0 and f"exported {os.path.basename(a)} " in printed, err
+
     # A resume would sign the forged rows as this user's: refused. Rows appended after the
     # signed ones (a driver killed before it signed them) are not forged, only not signed.
     assert_bad_input(run_cli("resume", finished), f"{a}/result.json: does not match its signature", "--trust")
