@@ -194,7 +194,7 @@ def checkpoint_problem(folder: str, key: bytes | None = None, trial: str | None 
     if record is None:
         return f"not signed (no readable {CHECKPOINT_SIGNATURE}: not written by this user's trials)"
     try:
-        meta = json.loads(storage.read_text(storage.join(folder, META_FILE)))
+        meta = json.loads(read_head(storage.join(folder, META_FILE), 50_000_000))  # study.checkpoints' bound
         epoch = meta["epoch"]
     except (OSError, ValueError, KeyError, TypeError, StudyError):
         return f"{META_FILE} missing or unreadable"

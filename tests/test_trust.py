@@ -1,6 +1,7 @@
 """Studies that no mistake, crash or shared folder can corrupt, hijack or confuse.
 
-Planted pickles, signatures, name collisions, --resume matching, signals, and what listens where.
+Planted pickles, signatures (of the folder, its checkpoints and its results), name collisions,
+--resume matching, signals, what listens where, and the model files and images predict reads.
 """
 
 from __future__ import annotations
