@@ -356,15 +356,16 @@ def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: boo
 
 
 def fit(tuner: Any, path: str) -> Outcome:
+    from study import signing
     from study.state_backup import running_in
 
+    signing.secret_key()  # made here if new, before any trial looks for it (trials never make one)
     with stop_signals() as received, running_in(path):
         try:
             results = tuner.fit()
         except KeyboardInterrupt:  # a second signal: stopped at once; the state of the last save stays
             return Outcome(path, 0, received[0] if received else signal.SIGINT, at_once=True)
     if not storage.is_uri(path):
-        from study import signing
         from study.state_backup import StateBackup
 
         # Tune's final save came after the last step's signature and backup: sign it, and keep it

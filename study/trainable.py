@@ -70,10 +70,22 @@ def use_assigned_cpus() -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
+def node_key() -> bytes:
+    """The user's signing key on this node. A trial never makes one: a node without the key
+    (a cluster node it was not copied to) would sign with a key the driver does not know."""
+    key = signing.existing_key()
+    if key is None:
+        raise StudyError(
+            f"{signing.secret_path()}: no signing key on node {ray.util.get_node_ip_address()}; copy yours "
+            "there (cluster.yaml's file_mounts do), so that this trial's checkpoints can be checked"
+        )
+    return key
+
+
 def may_load(folder: str, trial: str, trust: bool) -> bool:
     """Whether this trial may load a checkpoint folder: signed for it with the user's key (see
     `study.signing`), or the user passed --trust. One planted while the study runs is never loaded."""
-    why = None if trust else signing.checkpoint_problem(folder, trial=trial)
+    why = None if trust else signing.checkpoint_problem(folder, node_key(), trial)
     if why:
         log.warning("%s: %s; not loaded (pass --trust to load it)", folder, why)
     return why is None
@@ -218,7 +230,7 @@ def train_epochs(
     # Each checkpoint is signed for this trial (its folder name) with the user's key, found as
     # the driver finds it (same user and HOME; on a cluster, copied to every node).
     trial = os.path.basename(tune.get_context().get_trial_dir().rstrip("/"))
-    signing_key = signing.secret_key()
+    signing_key = node_key()
     scratch = scratch_root()  # where checkpoints are written before Tune moves them to storage
     while trainer.epoch < cfg.epochs:
         metrics = trainer.run_epoch()

@@ -471,3 +471,16 @@ def test_a_trial_passes_over_a_checkpoint_not_signed_for_it(tmp_path, monkeypatc
     trusting = Trainer(cfg, data)
     loaded, _ = trainable.resume(trusting, None, str(tmp_path / name), "key", name, trust=True)
     assert trusting.epoch == 2 and len(loaded) == 2
+
+
+def test_a_trial_on_a_node_without_the_key_fails_rather_than_make_one(tmp_path, monkeypatch):
+    """A key made on a cluster node would sign checkpoints the driver then refuses as another user's."""
+    from study import trainable
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "node"))
+    with pytest.raises(StudyError, match=r"cifar-study/secret: no signing key on node .*file_mounts"):
+        trainable.node_key()
+    assert not (tmp_path / "node").exists()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "copied"))
+    key = signing.secret_key()  # copied there (here: made as the driver makes it)
+    assert trainable.node_key() == key
