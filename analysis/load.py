@@ -57,8 +57,11 @@ def load_experiment(path: str) -> pd.DataFrame:
     it reads each trial's params.json and result.json and the statuses in Tune's
     experiment_state-*.json, all as JSON. Ray's pickles (tuner.pkl, params.pkl, the pickled
     fields of the state) are never opened, Ray is not imported, and nothing in the folder is
-    written: a read-only folder reads the same.
+    written: a read-only folder reads the same. Each row says whether its trial's results are
+    signed by this user's key (`signed`, see `study.signing`).
     """
+    from study import signing
+
     path = storage.normalize(path)
     if not storage.is_uri(path):
         if not os.path.isdir(path):
@@ -69,6 +72,7 @@ def load_experiment(path: str) -> pd.DataFrame:
         raise StudyError(f"{path}: not a Ray Tune experiment folder (no {STATE_GLOB} in it)")
     # Read only: a state cut short by a crash is read from the backup copy, not restored.
     tune_state = trial_states(storage.join(path, states[-1]) if storage.is_uri(path) else state_to_read(path))
+    key = signing.existing_key()
     frames = []
     for name, is_dir in entries:
         trial_dir = storage.join(path, name)
@@ -100,6 +104,7 @@ def load_experiment(path: str) -> pd.DataFrame:
         )
         frame = trial_frame(trial_id, status, config, results, path, params)
         frame["trial_dir"] = name  # the trial's folder in the experiment, for export
+        frame["signed"] = signing.results_signed(trial_dir, key)  # its numbers are this user's own
         frames.append(frame)
     if not frames:
         raise StudyError(f"{path}: experiment has no trial results yet")

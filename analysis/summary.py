@@ -155,8 +155,25 @@ def summarize_experiments(
             path = learning_curves(frame, experiment, os.path.join(out, plot_file_name(experiment)))
             print(f"learning curves: {path}")
     print_environments(paths)
+    note = unsigned_note(frame)
+    if note:
+        print(note)
     print(f"tables (Markdown + CSV): {out}")
     return built
+
+
+def unsigned_note(frame: pd.DataFrame) -> str | None:
+    """A line naming how many trials' numbers are not signed by this user's key, if any."""
+    if "signed" not in frame:
+        return None
+    trials = frame.groupby(["experiment", "trial_id"])["signed"].all()
+    if trials.all():
+        return None
+    return (
+        f"note: {(~trials).sum()} of {len(trials)} trials' results are not signed by your key (another user's "
+        "run, changed since, or still running): their numbers are as the folder says; see `signed` in "
+        "results.csv and best_trials"
+    )
 
 
 def summarize_searches(frame: pd.DataFrame, out: str, plots: bool) -> dict[str, pd.DataFrame]:

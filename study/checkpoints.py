@@ -25,9 +25,9 @@ from typing import Any
 
 from study.errors import StudyError, reason
 from study.schema import CHECKPOINT_FILE
+from study.signing import CHECKPOINT_SIGNATURE, META_FILE  # meta.json: {"epoch", "config_key", "history"}
 from study.storage import is_uri, json_lines
 
-META_FILE = "meta.json"  # beside CHECKPOINT_FILE: {"epoch", "config_key", "history"}
 CHECKPOINT_SHARE = 0.05  # checkpoint_every 0 (auto): writing stays at or under this share of training
 
 
@@ -215,7 +215,7 @@ def prune(trial_dir: str, key: str, keep: int) -> None:
     Tune itself keeps more (see `study.tuner.TUNE_KEEP`) so that it rarely forces a state save.
     """
     for folder, _ in newest_first(trial_dir, key)[keep:]:
-        for name in (CHECKPOINT_FILE, META_FILE):
+        for name in (CHECKPOINT_FILE, META_FILE, CHECKPOINT_SIGNATURE):
             try:
                 os.remove(os.path.join(folder, name))
             except FileNotFoundError:
@@ -331,3 +331,47 @@ def verify_checkpoints(experiment_path: str) -> list[str]:
             f"{path}: unreadable checkpoint (a full disk or a crash mid-write); the trial resumes {instead}"
         )
     return warnings
+
+
+def checkpoint_folders(trial_dir: str) -> list[str]:
+    """A trial's checkpoint_* folders (local or URI) that hold a file to load; pruned ones hold none."""
+    from study import storage
+
+    found = []
+    for name, is_dir in storage.list_dir(trial_dir):
+        folder = storage.join(trial_dir, name)
+        if is_dir and name.startswith("checkpoint_"):
+            if any(storage.is_file(storage.join(folder, f)) for f in (CHECKPOINT_FILE, META_FILE)):
+                found.append(folder)
+    return sorted(found)
+
+
+def unsigned_checkpoints(trial_dir: str) -> list[tuple[str, str]]:
+    """(checkpoint folder, why) for each of a trial's checkpoints that this user's trial did not
+    sign for it, or that changed since. A local one whose trainer.pt does not load is left out:
+    nothing loads it (a resume skips it, see `verify_checkpoints`; export refuses it)."""
+    from study import signing
+
+    key = signing.secret_key()
+    found = []
+    for folder in checkpoint_folders(trial_dir):
+        why = signing.checkpoint_problem(folder, key)
+        if why and (is_uri(folder) or is_readable(os.path.join(folder, CHECKPOINT_FILE))):
+            found.append((folder, why))
+    return found
+
+
+def unsigned_to_resume(experiment_path: str) -> list[tuple[str, str]]:
+    """unsigned_checkpoints of every trial a resume may load from: all but those Tune's state
+    has finished (TERMINATED). A trial folder Tune's state lacks counts: a trial it starts under
+    that name looks there for checkpoints of its config (see `study.trainable.resume`)."""
+    from study.experiment_state import STATE_GLOB, trial_states
+
+    states = sorted(glob.glob(os.path.join(experiment_path, STATE_GLOB)))
+    known = trial_states(states[-1]) if states else {}
+    found = []
+    for trial_dir in sorted(glob.glob(os.path.join(experiment_path, "*", ""))):
+        name = os.path.basename(os.path.dirname(trial_dir))
+        if known.get(name, {}).get("status") != "TERMINATED":
+            found += unsigned_checkpoints(os.path.dirname(trial_dir))
+    return found

@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("experiment", metavar="EXPERIMENT_DIR")
     export.add_argument("--trial", metavar="NAME", help="a trial folder name, e.g. cnn64-s1-00005 (default: the best)")
     export.add_argument("--out", required=True, help="the model file to write, e.g. model.pt")
+    export.add_argument(
+        "--trust",
+        action="store_true",
+        help="export a checkpoint this user's trials did not sign (someone else's, or changed since): "
+        "its weights and the epoch and metrics it claims are then taken as they are",
+    )
 
     predict = sub.add_parser("predict", help="classify image files with an exported model")
     predict.add_argument("model", metavar="MODEL", help="a file written by `study export`")
@@ -84,8 +90,8 @@ def add_trust_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trust",
         action="store_true",
-        help="resume a folder this user's `study run` did not sign (someone else's, a URI); Ray "
-        "unpickles its state, which can run code: read it first",
+        help="resume a folder this user's `study run` did not sign (someone else's, a URI), or whose "
+        "checkpoints or results its trials did not sign; Ray unpickles its state, which can run code: read it first",
     )
 
 
@@ -233,7 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     resources = run.connect_and_size(plans, args.address, args.autoscale)
     for i, (plan, trial_resources) in enumerate(zip(plans, resources, strict=True)):
         if plan.path is not None:  # --resume
-            outcome = run.resume_experiment(plan.path, trial_resources, args.command_line, plan.spec)
+            outcome = run.resume_experiment(plan.path, trial_resources, args.command_line, plan.spec, args.trust)
         else:
             outcome = run.run_experiment(plan, trial_resources, args.command_line)
         if outcome.stopped_by is not None:
@@ -262,7 +268,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return EXIT_TRIALS_FAILED if print_finished(path) else EXIT_OK
     prepare_inputs(spec)
     (resources,) = run.connect_and_size([run.Plan(spec, storage.parent(path), path)], args.address, args.autoscale)
-    outcome = run.resume_experiment(path, resources, args.command_line, spec)
+    outcome = run.resume_experiment(path, resources, args.command_line, spec, args.trust)
     if outcome.stopped_by is not None:
         release()  # now, not at exit: none of the study's processes outlives it
         return stopped(outcome)
@@ -324,7 +330,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise StudyError(
             f"--out {args.out}: is a folder; expected a file name, e.g. {os.path.join(args.out, 'model.pt')}"
         )
-    done = run.export_best(args.experiment, args.trial, args.out)
+    done = run.export_best(args.experiment, args.trial, args.out, args.trust)
     older = (
         f"; its newest checkpoint, the trial ran to epoch {done['last_epoch']}"
         if done["epoch"] < done["last_epoch"]

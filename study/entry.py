@@ -16,8 +16,9 @@ def train_trial(
     experiment_path: str | None = None,
     keep: int | None = None,
     stop_epochs: tuple[int, ...] = (),
+    trust: bool = False,
 ) -> None:
     """`study.trainable.train_trial`: train one trial, reporting once per epoch."""
     from study.trainable import train_trial as train
 
-    train(config, experiment_path, keep, tuple(stop_epochs))
+    train(config, experiment_path, keep, tuple(stop_epochs), trust)

@@ -11,6 +11,7 @@ config and metrics). It loads with `torch.load(path, weights_only=True)`: no pic
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -20,16 +21,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from study import storage
-from study.checkpoints import newest_by_meta, read_checkpoint
+from study.checkpoints import newest_by_meta, read_checkpoint, unsigned_checkpoints
 from study.errors import StudyError, reason
 from study.schema import CHECKPOINT_FILE
 
 FORMAT = "cifar-study-model/1"
 IMAGE_SIDE = 32  # every model here reads 32x32 RGB, as the datasets are stored
+MAX_MODEL_MB = 4096  # parameters and buffers at 4 bytes each; the report's largest CNN is ~700 MB
+MAX_CLASSES = 100_000
+# Images larger than this are refused before they are decoded (a 12000x12000 PNG of 1 MB would
+# take 1.4 GB): 100 megapixels is above a phone camera's photo.
+MAX_IMAGE_PIXELS = 100_000_000
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # raster formats Pillow decodes itself
 
 
-def newest_checkpoint(trial_dir: str) -> str:
-    """The trial's checkpoint of its latest epoch (by meta.json; by folder name for older ones)."""
+def newest_checkpoint(trial_dir: str, trust: bool = False) -> str:
+    """The trial's checkpoint of its latest epoch (by meta.json; by folder name for older ones).
+
+    Unless `trust`, every checkpoint of the trial must be one its own trial signed with this
+    user's key (see `study.signing`): a planted or forged one is refused, never exported.
+    """
+    if not trust and (found := unsigned_checkpoints(trial_dir)):
+        folder, why = found[0]
+        raise StudyError(
+            f"{folder}: {why}; refusing to export from this trial: delete that checkpoint folder, or if you "
+            "have read it and trust it, pass --trust"
+        )
     if not storage.is_uri(trial_dir) and (by_epoch := newest_by_meta(trial_dir)):
         return os.path.join(by_epoch[0][0], CHECKPOINT_FILE)
     names = sorted(n for n, is_dir in storage.list_dir(trial_dir) if is_dir and n.startswith("checkpoint_"))
@@ -64,36 +81,127 @@ def export_checkpoint(
 
 
 def load_model(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """An exported model in eval mode, and its info (classes, mean, std, config, metrics)."""
+    """An exported model in eval mode, and its info (classes, mean, std, config, metrics).
+
+    The file is checked before a model is built (see `check_model_file`): a wrong or hostile
+    file is a StudyError, never a traceback or a huge allocation.
+    """
     from study.models import create_model
 
     try:
-        info = torch.load(path, map_location=device, weights_only=True)
+        info = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise StudyError(f"{path}: no such file") from None
     except Exception as exc:  # truncated, not a torch file, or a pickle weights_only refuses
         raise StudyError(f"{path}: not an exported model ({reason(exc, 100)})") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise StudyError(f"{path}: not an exported model (expected format {FORMAT}); make one with `study export`")
-    model = create_model(info["model"], info["num_classes"], **info["model_kwargs"])
-    model.load_state_dict(info.pop("state_dict"))
+    kwargs = check_model_file(path, info)
+    model = create_model(info["model"], info["num_classes"], **kwargs)
+    model.load_state_dict(info.pop("state_dict"))  # keys and shapes checked: it fits
     return model.to(device).eval(), info
 
 
+def check_model_file(path: str, info: dict[str, Any]) -> dict[str, Any]:
+    """Check an exported model's fields, options, size and weights; return the model's options.
+
+    The model is first built on the meta device (no memory), so options that would allocate
+    more than MAX_MODEL_MB are refused before anything is allocated.
+    """
+    from study.config import TrialConfig
+    from study.models import MODELS, create_model
+
+    def bad(what: str) -> StudyError:
+        return StudyError(f"{path}: not a usable exported model: {what}")
+
+    name, num_classes, classes = info.get("model"), info.get("num_classes"), info.get("classes")
+    if not isinstance(name, str) or name not in MODELS.names():
+        raise bad(f"model: expected one of {', '.join(MODELS.names())}, got {name!r:.80}")
+    if type(num_classes) is not int or not 1 <= num_classes <= MAX_CLASSES:
+        raise bad(f"num_classes: expected an integer from 1 to {MAX_CLASSES}, got {num_classes!r:.80}")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise bad("classes: expected a list of class names")
+    if len(classes) != num_classes:
+        raise bad(f"classes: {len(classes)} names for num_classes {num_classes}")
+    for field in ("mean", "std"):
+        values = info.get(field)
+        numbers = isinstance(values, list) and len(values) == 3
+        if not numbers or not all(type(v) in (int, float) and math.isfinite(v) for v in values):
+            raise bad(f"{field}: expected 3 finite numbers (one per RGB channel), got {values!r:.80}")
+    if not all(v > 0 for v in info["std"]):
+        raise bad(f"std: expected numbers > 0, got {info['std']}")
+    raw = info.get("model_kwargs")
+    if not isinstance(raw, dict):
+        raise bad(f"model_kwargs: expected a mapping of {name}'s options, got {raw!r:.80}")
+    options = MODELS.options(name)
+    extra, missing = sorted(set(map(str, raw)) - set(options)), [o for o in options if o not in raw]
+    if extra or missing:
+        raise bad(f"model_kwargs: {name} takes {', '.join(options)}; got {', '.join(map(str, raw)) or 'none'}")
+    try:  # types and ranges, as a YAML file's are checked
+        kwargs = TrialConfig.from_dict({"model": name, **raw}, path, "model_kwargs").model_kwargs(True)
+    except StudyError as exc:
+        raise bad(str(exc).removeprefix(f"{path}: ")) from None
+    with torch.device("meta"):
+        shapes = {k: tuple(t.shape) for k, t in create_model(name, num_classes, **kwargs).state_dict().items()}
+    size_mb = sum(math.prod(shape) for shape in shapes.values()) * 4 / 2**20
+    if size_mb > MAX_MODEL_MB:
+        raise bad(f"its options make a {size_mb:,.0f} MB model, more than the {MAX_MODEL_MB} MB a model may take")
+    weights = info.get("state_dict")
+    if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+        raise bad("state_dict: expected a mapping of parameter names to tensors")
+    if missing := [k for k in shapes if k not in weights]:
+        raise bad(
+            f"state_dict: no weights for {missing[0]}" + (f" (and {len(missing) - 1} more)" if missing[1:] else "")
+        )
+    if extra := [str(k) for k in weights if k not in shapes]:
+        raise bad(f"state_dict: {extra[0]:.80} is not a weight of {name}")
+    for key, shape in shapes.items():
+        if tuple(weights[key].shape) != shape:
+            raise bad(f"state_dict: {key} has shape {tuple(weights[key].shape)}, the model's is {shape}")
+    return kwargs
+
+
 def read_images(paths: Sequence[str]) -> torch.Tensor:
-    """Image files -> uint8 (N, 3, 32, 32), resized as the imagefolder dataset resizes them."""
-    from PIL import Image
+    """Image files -> uint8 (N, 3, 32, 32), resized as the imagefolder dataset resizes them.
+
+    Only the raster formats of IMAGE_FORMATS are opened (so an EPS never reaches Ghostscript),
+    and an image of more than MAX_IMAGE_PIXELS is refused before it is decoded.
+    """
     from torchvision.transforms.functional import pil_to_tensor
 
     images = []
     for path in paths:
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB").resize((IMAGE_SIDE, IMAGE_SIDE), Image.BILINEAR)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise StudyError(f"{path}: unreadable image ({reason(exc)})") from None
-        images.append(pil_to_tensor(image))
+        images.append(pil_to_tensor(read_image(path)))
     return torch.stack(images)
+
+
+def read_image(path: str) -> Any:
+    """One image file as a 32x32 RGB PIL image; a file of another format, or too large, is a StudyError."""
+    import re
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's own check, at open and at decode
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a warning is a refusal too
+            with Image.open(path, formats=IMAGE_FORMATS) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:  # header only: nothing decoded yet
+                    raise Image.DecompressionBombError(f"Image size ({width * height} pixels)")
+                return image.convert("RGB").resize((IMAGE_SIDE, IMAGE_SIDE), Image.BILINEAR)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow's wording, and ours above
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        raise StudyError(f"{path}: image too large ({size}; at most {MAX_IMAGE_PIXELS:,} are read)") from None
+    except UnidentifiedImageError:
+        raise StudyError(f"{path}: not an image in a format read here ({', '.join(IMAGE_FORMATS)})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise StudyError(f"{path}: unreadable image ({reason(exc)})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 @torch.no_grad()

@@ -200,8 +200,8 @@ def check_resumable(path: str, trust: bool) -> None:
     """Everything a resume needs, checked before Ray opens a file of the folder.
 
     The folder must hold Tune's state (a run killed before its first step has none), signed by
-    this user's `study run` unless `trust` (see `study.signing`), and every trial's checkpoint
-    must load.
+    this user's `study run` unless `trust` (see `study.signing`), as must every checkpoint an
+    unfinished trial may continue from; and every trial's checkpoint must load.
     """
     if storage.is_uri(path):
         if not trust:
@@ -219,7 +219,16 @@ def check_resumable(path: str, trust: bool) -> None:
     if not trust:  # first: a file that is cut short or planted must not be "repaired" into trust
         check_signature(path)
     repair_state(path)
-    from study.checkpoints import verify_checkpoints
+    from study.checkpoints import unsigned_to_resume, verify_checkpoints
+
+    if not trust and (found := unsigned_to_resume(path)):
+        folder, why = found[0]
+        raise StudyError(
+            f"{folder}: {why}; refusing to resume from it: delete that checkpoint folder, or if you have "
+            "read it and trust it, pass --trust"
+        )
+    if not trust:
+        check_results_signed(path)
 
     for warning in verify_checkpoints(path):
         print(f"[study] warning: {warning}", file=sys.stderr)
@@ -277,6 +286,22 @@ def check_signature(path: str) -> None:
     )
 
 
+def check_results_signed(path: str) -> None:
+    """Refuse a trial whose params.json or signed rows of result.json changed since this user's
+    driver signed them: the resumed run would sign them again, as its own. Rows appended after
+    the signature (a driver killed before it signed them) and unsigned trials are let through."""
+    from study import signing
+
+    key = signing.secret_key()
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.is_dir(follow_symlinks=False) and signing.results_state(entry.path, key) == signing.FORGED:
+            raise StudyError(
+                f"{os.path.join(entry.path, 'result.json')}: does not match its signature (it or params.json "
+                "changed since, another trial's, or signed with another user's key); refusing to resume, "
+                "which would sign it as yours: if you have read it and trust it, pass --trust"
+            )
+
+
 def write_environment(experiment_path: str, command: Sequence[str], spec: StudySpec, resumed: bool = False) -> None:
     """Record what produced this run (environment.json), and what it selects on; a resume appends its own record."""
     target = storage.join(experiment_path, ENVIRONMENT_FILE)
@@ -318,13 +343,16 @@ def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[st
     return fit(make_tuner(plan.spec, path, resources), path)
 
 
-def resume_experiment(path: str, resources: dict[str, float], command: Sequence[str], spec: StudySpec) -> Outcome:
+def resume_experiment(
+    path: str, resources: dict[str, float], command: Sequence[str], spec: StudySpec, trust: bool = False
+) -> Outcome:
     """Continue an interrupted experiment through Ray's own `Tuner.restore`; with a `spec` of more
-    samples than the saved one, add trials to its optuna search and save the grown study.yaml."""
+    samples than the saved one, add trials to its optuna search and save the grown study.yaml.
+    With `trust`, its trials also load checkpoints not signed for them."""
     from study.tuner import restore_tuner
 
     set_state_save_period(spec.num_trials())
-    tuner = restore_tuner(path, resources, spec)  # before anything is read or written: it may refuse
+    tuner = restore_tuner(path, resources, spec, trust)  # before anything is read or written: it may refuse
     saved_samples = read_spec(path).num_samples
     grows = spec.num_samples != saved_samples
     banner(spec, path, resources, resumed=True)
@@ -375,24 +403,26 @@ def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: boo
 
 
 def fit(tuner: Any, path: str) -> Outcome:
+    from study import signing
     from study.state_backup import running_in
     from study.tuner import never_unpickle_errors
 
     never_unpickle_errors()
 
+    signing.secret_key()  # made here if new, before any trial looks for it (trials never make one)
     with stop_signals() as received, running_in(path):
         try:
             results = tuner.fit()
         except KeyboardInterrupt:  # a second signal: stopped at once; the state of the last save stays
             return Outcome(path, 0, received[0] if received else signal.SIGINT, at_once=True)
     if not storage.is_uri(path):
-        from study import signing
         from study.state_backup import StateBackup
 
         # Tune's final save came after the last step's signature and backup: sign it, and keep it
         # as the backup too (a damaged state file of a finished study then loses nothing).
         if not StateBackup(path).copy_state():
             signing.sign(path)
+        signing.sign_all_results(path)  # every trial's params.json and result.json, as they ended
     return Outcome(path, results.num_errors, received[0] if received else None)  # from statuses
 
 
@@ -432,9 +462,10 @@ def stop_signals() -> Iterator[list[int]]:
 EXPORTED_METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
 
-def export_best(experiment: str, trial: str | None, out: str) -> dict[str, Any]:
+def export_best(experiment: str, trial: str | None, out: str, trust: bool = False) -> dict[str, Any]:
     """Export one trial's newest checkpoint: `trial` (its folder name), else the best trial by the
-    file's metric and mode at each trial's last epoch (what Tune's get_best_result does)."""
+    file's metric and mode at each trial's last epoch (what Tune's get_best_result does). Its
+    checkpoints must be signed by this user's trials unless `trust` (see `newest_checkpoint`)."""
     import pandas as pd
 
     from study.analysis.load import load_experiment
@@ -468,9 +499,25 @@ def export_best(experiment: str, trial: str | None, out: str) -> dict[str, Any]:
         for _, row in frame[frame["trial_dir"] == name].iterrows()
     }
     source = storage.join(path, name)
-    exported = export_checkpoint(newest_checkpoint(source), out, per_epoch, source)
+    if not trust:
+        check_results_to_export(source)
+    exported = export_checkpoint(newest_checkpoint(source, trust), out, per_epoch, source)
     last_epoch = int(chosen.iloc[0]["epoch"])
     return {"trial": name, "metric": spec.metric, "last_epoch": last_epoch, **exported["metrics"]}
+
+
+def check_results_to_export(trial_dir: str) -> None:
+    """The exported trial's result.json chose it and labels its metrics: it must be as this user's
+    driver signed it (rows appended since, by a run that goes on or a crash, do not count)."""
+    from study import signing
+
+    state = signing.results_state(trial_dir, signing.secret_key())
+    if state in (signing.FORGED, signing.NOT_SIGNED):
+        why = "does not match its signature" if state == signing.FORGED else "not signed by your key"
+        raise StudyError(
+            f"{storage.join(trial_dir, 'result.json')}: {why}; its metrics chose this trial and would label the "
+            "exported model: if you have read it and trust it, pass --trust"
+        )
 
 
 def checkpoint_size_mb(cfg: Any, num_classes: int = 100) -> float:

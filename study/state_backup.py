@@ -1,5 +1,7 @@
 """A Tune callback that signs the experiment state and keeps a last readable, signed copy of it.
 
+It also signs each trial's results (params.json, result.json) as they grow.
+
 See `study.experiment_state` (why a copy) and `study.signing` (why a signature).
 """
 
@@ -50,12 +52,13 @@ class StateBackup(Callback):
         self.last_copy = 0.0
         self.last_signature: tuple = ()
         self.warned = False
+        self.results_seen: dict[str, tuple] = {}  # trial folder -> its result files' (mtime, size) when signed
         self._key: bytes | None = None  # loaded on first use; never pickled (see __getstate__)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks into tuner.pkl, in the experiment folder: the signing key
         # must not travel with them.
-        return {**self.__dict__, "_key": None}
+        return {**self.__dict__, "_key": None, "results_seen": {}}
 
     @property
     def key(self) -> bytes:
@@ -71,6 +74,7 @@ class StateBackup(Callback):
         self.last_copy = now
         try:
             self.copy_state()
+            signing.sign_all_results(self.path, self.key, self.results_seen)
         except OSError as exc:  # a full disk, say: the study goes on; the previous copy stays
             if not self.warned:
                 print(

@@ -3,7 +3,8 @@
 It turns Tune's `config` into a `TrialConfig`, resumes from the trial's newest checkpoint (see
 `study.checkpoints`), and after every epoch reports the metrics, with a checkpoint of the full
 state as `checkpoint_due` decides (by default, every epoch unless writing costs more than 5% of
-the training since the last checkpoint, or the end is that close) and at the last.
+the training since the last checkpoint, or the end is that close) and at the last. Each
+checkpoint is signed for its trial and epoch (see `study.signing`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import ray
 import torch
 from ray import tune
 
+from study import signing
 from study.checkpoints import (
     WRITE_SPEED,
     always_checkpointed,
@@ -68,31 +70,62 @@ def use_assigned_cpus() -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
-def resume_from(trainer: Trainer, checkpoint: tune.Checkpoint) -> None:
+def node_key() -> bytes:
+    """The user's signing key on this node. A trial never makes one: a node without the key
+    (a cluster node it was not copied to) would sign with a key the driver does not know."""
+    key = signing.existing_key()
+    if key is None:
+        raise StudyError(
+            f"{signing.secret_path()}: no signing key on node {ray.util.get_node_ip_address()}; copy yours "
+            "there (cluster.yaml's file_mounts do), so that this trial's checkpoints can be checked"
+        )
+    return key
+
+
+def may_load(folder: str, trial: str, trust: bool) -> bool:
+    """Whether this trial may load a checkpoint folder: signed for it with the user's key (see
+    `study.signing`), or the user passed --trust. One planted while the study runs is never loaded."""
+    why = None if trust else signing.checkpoint_problem(folder, node_key(), trial)
+    if why:
+        log.warning("%s: %s; not loaded (pass --trust to load it)", folder, why)
+    return why is None
+
+
+def resume_from(trainer: Trainer, checkpoint: tune.Checkpoint, trial: str, trust: bool = False) -> None:
     """Load Tune's checkpoint; if it is unreadable, the newest readable older one, else start over.
 
     A checkpoint cut short by a full disk would otherwise fail the trial on every retry. The
     older ones are looked for beside it, on local storage (`checkpoint.path` is the folder there).
+    Each must be signed for this trial unless `trust`.
     """
     with checkpoint.as_directory() as folder:
-        try:
-            trainer.load(os.path.join(folder, CHECKPOINT_FILE))
-            return
-        except StudyError:
-            pass
+        if may_load(folder, trial, trust):
+            try:
+                trainer.load(os.path.join(folder, CHECKPOINT_FILE))
+                return
+            except StudyError:
+                pass
     trial_dir = os.path.dirname(checkpoint.path)
     fallback = None
     if os.path.isdir(trial_dir):
         fallback = fallback_checkpoint(trial_dir, os.path.join(checkpoint.path, CHECKPOINT_FILE))
-    if fallback is not None:
+    if fallback is not None and may_load(os.path.dirname(fallback), trial, trust):
         trainer.load(fallback)
-    log.warning("unreadable checkpoint %s; resumed from %s", checkpoint.path, fallback or "the first epoch")
+    else:
+        fallback = None
+    log.warning("unusable checkpoint %s; resumed from %s", checkpoint.path, fallback or "the first epoch")
 
 
 def resume(
-    trainer: Trainer, checkpoint: tune.Checkpoint | None, trial_dir: str | None, key: str
+    trainer: Trainer,
+    checkpoint: tune.Checkpoint | None,
+    trial_dir: str | None,
+    key: str,
+    trial: str,
+    trust: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Continue from the trial's newest readable checkpoint, by the epoch its meta.json records.
+    """Continue from the trial's newest readable checkpoint, by the epoch its meta.json records;
+    one not signed for `trial` (its folder name) is passed over unless `trust`.
 
     Returns (history, replay): the metrics of every epoch up to the loaded checkpoint, and those
     of the epochs Tune had not saved before a crash (see `recorded_epoch`), to report again.
@@ -100,6 +133,8 @@ def resume(
     checkpoint is used as before, with nothing to replay.
     """
     for folder, meta in newest_first(trial_dir, key) if trial_dir and os.path.isdir(trial_dir) else []:
+        if not may_load(folder, trial, trust):
+            continue
         try:
             trainer.load(os.path.join(folder, CHECKPOINT_FILE))
         except StudyError as exc:
@@ -117,7 +152,7 @@ def resume(
         history = meta["history"]
         return history, [m for m in history if m["epoch"] > recorded]
     if checkpoint is not None:
-        resume_from(trainer, checkpoint)
+        resume_from(trainer, checkpoint, trial, trust)
     return [], []
 
 
@@ -136,12 +171,14 @@ def train_trial(
     experiment_path: str | None = None,
     keep: int | None = None,
     stop_epochs: tuple[int, ...] = (),
+    trust: bool = False,
 ) -> None:
     """Train one trial, reporting once per epoch; resumes from its newest checkpoint if it has one.
 
     `experiment_path`: the experiment folder, where the trial finds its checkpoints (see
     `study.checkpoints`); `keep`: how many checkpoints keep their files (None: Tune decides);
-    `stop_epochs`: the epochs at which the scheduler may stop it (always checkpointed).
+    `stop_epochs`: the epochs at which the scheduler may stop it (always checkpointed); `trust`:
+    load checkpoints not signed for this trial (`study resume --trust`).
     """
     # Ray logs every persisted checkpoint at INFO from the worker; once per epoch per trial drowns
     # the progress table. Warnings still show.
@@ -157,7 +194,8 @@ def train_trial(
     try:
         checkpoint = tune.get_checkpoint()
         trial_dir = local_trial_dir(checkpoint, experiment_path)
-        history, replay = resume(trainer, checkpoint, trial_dir, key)
+        trial = os.path.basename(tune.get_context().get_trial_dir().rstrip("/"))  # what its checkpoints are signed for
+        history, replay = resume(trainer, checkpoint, trial_dir, key, trial, trust)
         for metrics in replay:  # epochs Tune's saved state had not seen: result.json, ASHA, Optuna
             tune.report({**metrics, "replayed": True})
         if not (history and history[-1].get("diverged")):  # a diverged trial stays stopped
@@ -189,6 +227,10 @@ def train_epochs(
     `keep` there are emptied after each new one.
     """
     node_id = ray.get_runtime_context().get_node_id()
+    # Each checkpoint is signed for this trial (its folder name) with the user's key, found as
+    # the driver finds it (same user and HOME; on a cluster, copied to every node).
+    trial = os.path.basename(tune.get_context().get_trial_dir().rstrip("/"))
+    signing_key = node_key()
     scratch = scratch_root()  # where checkpoints are written before Tune moves them to storage
     while trainer.epoch < cfg.epochs:
         metrics = trainer.run_epoch()
@@ -214,6 +256,7 @@ def train_epochs(
                 metrics["checkpoint_mb"] = os.path.getsize(path) / 2**20
                 WRITE_SPEED.note(os.path.getsize(path), metrics["checkpoint_s"])  # for this worker's next trials
                 write_meta(folder, trainer.epoch, key, history)
+                signing.sign_checkpoint(folder, trial, trainer.epoch, signing_key)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
             if prune_dir:
                 prune(prune_dir, key, keep)

@@ -132,13 +132,20 @@ class AshaAwareOptunaSearch(OptunaSearch):
 TUNE_KEEP = 20
 
 
-def make_trainable(resources: dict[str, float], experiment_path: str, keep: int, stop_epochs: tuple[int, ...]) -> Any:
+def make_trainable(
+    resources: dict[str, float], experiment_path: str, keep: int, stop_epochs: tuple[int, ...], trust: bool = False
+) -> Any:
     """The trainable, told its experiment folder (where a resumed trial finds its checkpoints),
-    how many checkpoints keep their files (on local storage; on a URI Tune's num_to_keep), and
-    the epochs at which the scheduler may stop a trial (which it then checkpoints)."""
+    how many checkpoints keep their files (on local storage; on a URI Tune's num_to_keep), the
+    epochs at which the scheduler may stop a trial (which it then checkpoints), and whether it
+    may load checkpoints not signed for it (`trust`, from `study resume --trust`)."""
     local = not is_uri(experiment_path)
     trainable = tune.with_parameters(
-        train_trial, experiment_path=experiment_path, keep=keep if local else None, stop_epochs=stop_epochs
+        train_trial,
+        experiment_path=experiment_path,
+        keep=keep if local else None,
+        stop_epochs=stop_epochs,
+        trust=trust,
     )
     return tune.with_resources(trainable, resources)
 
@@ -312,13 +319,15 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
     )
 
 
-def restore_tuner(experiment_path: str, resources: dict[str, float], spec: StudySpec) -> tune.Tuner:
+def restore_tuner(
+    experiment_path: str, resources: dict[str, float], spec: StudySpec, trust: bool = False
+) -> tune.Tuner:
     """Ray's own restore: finished trials stay finished, the rest continue from their checkpoints."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the saved CLIReporter, not a config box per trial
     # A run saved with its loggers keeps them; an older one gets Tune's defaults, as it had then.
     auto_loggers(not saved_loggers(experiment_path))
     quiet_tune_noise()
-    trainable = make_trainable(resources, experiment_path, spec.keep_checkpoints, spec.stop_epochs())
+    trainable = make_trainable(resources, experiment_path, spec.keep_checkpoints, spec.stop_epochs(), trust)
     try:
         tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
     except (ModuleNotFoundError, AttributeError) as exc:  # tuner.pkl names code this version lacks

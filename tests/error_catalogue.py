@@ -142,6 +142,75 @@ def validate_two_files_one_name(folder: str) -> list[str]:
     return ["validate", write(folder, "a.yaml", TINY), write(folder, "b.yaml", TINY)]
 
 
+def exported_model(**changes: object) -> dict:
+    """A valid exported model (a 3-class CNN of width 4), with `changes` over its fields."""
+    from study.export import FORMAT
+    from study.models import create_model
+
+    kwargs = {"channels": 4, "batch_norm": False, "fc_width": 8, "dropout": 0.0}
+    info = {
+        "format": FORMAT,
+        "model": "cnn",
+        "model_kwargs": kwargs,
+        "num_classes": 3,
+        "classes": ["cat", "dog", "eel"],
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "config": {},
+        "state_dict": create_model("cnn", 3, **kwargs).state_dict(),
+        "metrics": {},
+        "source": "test",
+    }
+    info.update(changes)
+    return info
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small PNG file whose header claims width x height (1-bit grey): cheap to write, costly to decode."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n"
+
+
+def predict_with(image: bytes | None = None, image_name: str = "x.png", drop: str = "", **changes: object):
+    """`study predict MODEL IMAGE` for an exported model with `changes` (or `drop`, a field
+    removed), and an image: a valid 8x8 PNG unless `image` gives the file's bytes."""
+
+    def make(folder: str) -> list[str]:
+        import torch
+        from PIL import Image
+
+        model = exported_model(**changes)
+        model.pop(drop, None)
+        torch.save(model, os.path.join(folder, "model.pt"))
+        path = os.path.join(folder, image_name)
+        if image is None:
+            Image.new("RGB", (8, 8), (255, 0, 0)).save(path, format="PNG")
+        else:
+            write(folder, image_name, image)
+        return ["predict", os.path.join(folder, "model.pt"), path]
+
+    return make
+
+
+def wrong_tensor(key: str, shape: tuple[int, ...]) -> dict:
+    weights = dict(exported_model()["state_dict"])
+    import torch
+
+    weights[key] = torch.zeros(shape)
+    return weights
+
+
 CASES = [
     Case("YAML syntax error", "line 2: YAML syntax error", run_file("name: x\nspace: {lr: 0.1]\n")),
     Case("unknown top-level key", "nmae: unknown key; expected one of: name,", run_file("nmae: x\n")),
@@ -309,6 +378,57 @@ CASES = [
         lambda folder: ["export", folder, "--out", os.path.join(write(folder, "afile", "x"), "model.pt")],
     ),
     Case("`--data-dir` that is a file", "afile is a file; expected a folder", data_dir_is_a_file),
+    Case(
+        "predict: a model file without classes", "classes: expected a list of class names", predict_with(drop="classes")
+    ),
+    Case(
+        "predict: num_classes that is not the classes list's length",
+        "classes: 3 names for num_classes 5",
+        predict_with(num_classes=5),
+    ),
+    Case(
+        "predict: a head of another size than num_classes",
+        "state_dict: classifier.4.weight has shape (3, 8), the model's is (4, 8)",
+        predict_with(num_classes=4, classes=["a", "b", "c", "d"]),
+    ),
+    Case(
+        "predict: model_kwargs of a wrong type",
+        "model_kwargs.channels: expected an integer, got 'wide'",
+        predict_with(model_kwargs={"channels": "wide", "batch_norm": False, "fc_width": 8, "dropout": 0.0}),
+    ),
+    Case(
+        "predict: model_kwargs of another model",
+        "model_kwargs: cnn takes channels, batch_norm, fc_width, dropout; got hidden",
+        predict_with(model_kwargs={"hidden": 8}),
+    ),
+    Case(
+        "predict: model_kwargs that make a huge model",
+        "MB model, more than the 4096 MB a model may take",
+        predict_with(model_kwargs={"channels": 2048, "batch_norm": False, "fc_width": 16384, "dropout": 0.0}),
+    ),
+    Case(
+        "predict: a weight of the wrong shape",
+        "state_dict: features.0.weight has shape (2, 2), the model's is (4, 3, 5, 5)",
+        predict_with(state_dict=wrong_tensor("features.0.weight", (2, 2))),
+    ),
+    Case(
+        "predict: an unknown model", "model: expected one of cnn, mlp, resnet18, got 'vgg'", predict_with(model="vgg")
+    ),
+    Case(
+        "predict: a PNG of 30000x30000 pixels",
+        "image too large (900,000,000 pixels",
+        predict_with(png_claiming(30000, 30000)),
+    ),
+    Case(
+        "predict: a PNG of 12000x12000 pixels",
+        "image too large (144,000,000 pixels",
+        predict_with(png_claiming(12000, 12000)),
+    ),
+    Case(
+        "predict: an EPS file named .png",
+        "photo.png: not an image in a format read here (PNG, JPEG, BMP, GIF, TIFF, WEBP)",
+        predict_with(EPS, "photo.png"),
+    ),
 ]
 
 

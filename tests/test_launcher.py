@@ -168,6 +168,10 @@ class Launcher:
         os.makedirs(os.path.join(self.home, ".ray"))
         with open(os.path.join(self.home, ".ray", "auth_token"), "w") as f:
             f.write(self.token)
+        self.secret = os.path.join(self.home, ".config", "cifar-study", "secret")  # study's signing key
+        os.makedirs(os.path.dirname(self.secret), mode=0o700)
+        with open(os.open(self.secret, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            f.write(secrets.token_bytes(32))
 
 
 class SshNode:
@@ -357,6 +361,11 @@ def up_and_study(cluster: LaunchedCluster, launcher: Launcher, tmp_path, seeds: 
     assert os.path.exists(os.path.join(head.home, "cifar-study", "study", "__init__.py"))
     with open(os.path.join(head.home, ".ray", "auth_token")) as f:
         assert f.read().strip() == launcher.token  # file_mounts copied the cluster's token
+    with (
+        open(os.path.join(head.home, ".config", "cifar-study", "secret"), "rb") as f,
+        open(launcher.secret, "rb") as own,
+    ):
+        assert f.read() == own.read()  # ... and the signing key, with which trials sign checkpoints
     count = 'RAY_AUTH_MODE=token python3 -c \'import ray; ray.init(address="auto", logging_level="ERROR"); print("nodes", len([n for n in ray.nodes() if n["Alive"]]))\''
     deadline = time.time() + 240
     while f"nodes {nodes}" not in (out := cluster.exec(count)):

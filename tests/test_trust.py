@@ -1,6 +1,7 @@
 """Studies that no mistake, crash or shared folder can corrupt, hijack or confuse.
 
-Planted pickles, signatures, name collisions, --resume matching, signals, and what listens where.
+Planted pickles, signatures (of the folder, its checkpoints and its results), name collisions,
+--resume matching, signals, what listens where, and the model files and images predict reads.
 """
 
 from __future__ import annotations
@@ -115,6 +116,118 @@ def test_a_folder_signed_by_someone_else_or_edited_is_refused(finished, run_cli,
     with open(os.path.join(copy, "searcher-state-planted.pkl"), "wb") as f:
         f.write(b"x")
     assert_bad_input(run_cli("resume", copy), "searcher-state-planted.pkl: not signed")
+
+
+def mark_unfinished(experiment: str, trial: str) -> None:
+    """Tune's state says `trial` was paused (as after an interrupt), signed as our own run leaves it."""
+    (state_path,) = glob.glob(os.path.join(experiment, "experiment_state-*.json"))
+    with open(state_path) as f:
+        state = json.load(f)
+    for row in state["trial_data"]:
+        entry = json.loads(row[0])
+        if entry["relative_logdir"] == trial:
+            entry["status"] = "PAUSED"
+            row[0] = json.dumps(entry)
+    with open(state_path, "w") as f:
+        json.dump(state, f)
+    signing.sign(experiment)
+
+
+def newest(trial_dir: str) -> str:
+    """The checkpoint folder of the trial's newest epoch."""
+    return max(
+        glob.glob(os.path.join(trial_dir, "checkpoint_*", "meta.json")), key=lambda m: json.load(open(m))["epoch"]
+    )[: -len("/meta.json")]
+
+
+@pytest.mark.slow
+def test_a_forged_or_planted_checkpoint_is_refused_by_resume_and_export_unless_trusted(finished, run_cli, tmp_path):
+    a, b = sorted(glob.glob(os.path.join(finished, "trial-*")))
+
+    # A forged meta.json (epoch 59, invented epochs at 0.999) and another trial's weights.
+    forged = str(tmp_path / "forged")
+    shutil.copytree(finished, forged)
+    fa, fb = (os.path.join(forged, os.path.basename(t)) for t in (a, b))
+    target = newest(fa)
+    with open(os.path.join(target, "meta.json")) as f:
+        meta = json.load(f)
+    invented = [{**meta["history"][-1], "epoch": e, "test_acc": 0.999} for e in range(meta["epoch"] + 1, 60)]
+    meta.update(epoch=59, history=meta["history"] + invented)
+    with open(os.path.join(target, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    shutil.copy(os.path.join(newest(fb), "trainer.pt"), target)
+    mark_unfinished(forged, os.path.basename(fa))
+    name = os.path.basename(fa)
+    assert_bad_input(run_cli("resume", forged), f"{target}: does not match its signature", "--trust")
+    out = str(tmp_path / "m.pt")
+    assert_bad_input(run_cli("export", forged, "--trial", name, "--out", out), f"{target}: does not match", "--trust")
+    assert not os.path.exists(out)
+    code, printed, err = run_cli("export", forged, "--trial", name, "--out", out, "--trust")
+    assert code == 0 and f"exported {name} " in printed, err
+
+    # A planted checkpoint_999999: another trial's signed checkpoint, then one with no signature.
+    planted = str(tmp_path / "planted")
+    shutil.copytree(finished, planted)
+    pa, pb = (os.path.join(planted, os.path.basename(t)) for t in (a, b))
+    plant_dir = os.path.join(pa, "checkpoint_999999")
+    shutil.copytree(newest(pb), plant_dir)
+    assert_bad_input(
+        run_cli("export", planted, "--trial", name, "--out", out), f"{plant_dir}: does not match its signature"
+    )
+    os.remove(os.path.join(plant_dir, "signature.json"))
+    assert_bad_input(run_cli("export", planted, "--trial", name, "--out", out), f"{plant_dir}: not signed")
+    mark_unfinished(planted, name)
+    assert_bad_input(run_cli("resume", planted), f"{plant_dir}: not signed", "--trust")
+    code, _, err = run_cli("resume", planted, "--trust")  # read and trusted: it goes on
+    assert code == 0, err
+    assert signing.checkpoint_problem(newest(a)) is None  # the run's own checkpoints are signed
+
+
+@pytest.mark.slow
+def test_analyze_marks_which_trials_numbers_are_signed_by_this_users_key(finished, run_cli, tmp_path, monkeypatch):
+    import pandas as pd
+
+    def analyze(out: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+        code, printed, err = run_cli("analyze", finished, "--out", str(tmp_path / out))
+        assert code == 0, err
+        read = lambda name: pd.read_csv(tmp_path / out / f"{name}.csv")  # noqa: E731
+        return read("results"), read("best_trials"), printed
+
+    results, best, printed = analyze("own")
+    assert results["signed"].all() and best["signed"].all() and "not signed" not in printed
+
+    a, _ = sorted(glob.glob(os.path.join(finished, "trial-*")))
+    with open(os.path.join(a, "result.json"), "rb") as f:
+        original = f.read()
+    rows_a = [json.loads(line) for line in original.splitlines()]
+    with open(os.path.join(a, "result.json"), "w") as f:
+        f.writelines(json.dumps({**r, "test_acc": 0.999}) + "\n" for r in rows_a)  # a forged result
+    results, best, printed = analyze("forged")
+    signed = best.set_index("trial_dir")["signed"]
+    assert not signed[os.path.basename(a)] and signed.sum() == 1
+    assert not results[results["trial_dir"] == os.path.basename(a)]["signed"].any()
+    assert "note: 1 of 2 trials' results are not signed by your key" in printed
+
+    # Its forged numbers make it the best trial: export refuses to pick and label a model by them.
+    out = str(tmp_path / "m.pt")
+    assert_bad_input(run_cli("export", finished, "--out", out), f"{a}/result.json: does not match its signature")
+    code, printed, err = run_cli("export", finished, "--out", out, "--trust")
+    assert code == 0 and f"exported {os.path.basename(a)} " in printed, err
+
+    # A resume would sign the forged rows as this user's: refused. Rows appended after the
+    # signed ones (a driver killed before it signed them) are not forged, only not signed.
+    assert_bad_input(run_cli("resume", finished), f"{a}/result.json: does not match its signature", "--trust")
+    with open(os.path.join(a, "result.json"), "wb") as f:
+        f.write(original + json.dumps(rows_a[-1]).encode() + b"\n")
+    results, best, printed = analyze("grown")
+    assert best["signed"].sum() == 1 and "note: 1 of 2 trials' results are not signed" in printed
+    code, _, err = run_cli("resume", finished)
+    assert code == 0 and "nothing to resume" in err, err
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other-user"))  # someone else reads it
+    results, best, printed = analyze("other")
+    assert not results["signed"].any() and "2 of 2 trials" in printed
+    assert not (tmp_path / "other-user").exists()  # reading makes no key
 
 
 def test_the_signing_key_is_private_and_made_once(tmp_path, monkeypatch):
@@ -518,3 +631,86 @@ def test_a_failed_state_save_is_one_line_not_a_traceback(logger, message):
     text = stream.getvalue()
     assert text.count("\n") == 1 and "Traceback" not in text and "Stack" not in text, text
     assert "could not save its experiment state" in text and "No space left on device" in text
+
+
+def test_predict_opens_the_listed_raster_formats_and_never_runs_ghostscript(run_cli, tmp_path, monkeypatch):
+    """Pillow decodes EPS by running Ghostscript: an EPS, whatever its name, is refused unopened,
+    and every listed format is still classified."""
+    import torch
+    from PIL import EpsImagePlugin, Image
+
+    from tests.error_catalogue import EPS, exported_model
+
+    ran = []
+
+    def ghostscript(*args, **kwargs):
+        ran.append(args)
+        raise OSError("Ghostscript ran")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: True)
+    torch.save(exported_model(), tmp_path / "model.pt")
+    (tmp_path / "photo.jpg").write_bytes(EPS)
+    assert_bad_input(
+        run_cli("predict", str(tmp_path / "model.pt"), str(tmp_path / "photo.jpg")), "not an image in a format"
+    )
+    assert not ran
+
+    images = []
+    for extension, mode in (
+        ("png", "RGB"),
+        ("jpg", "RGB"),
+        ("bmp", "RGB"),
+        ("gif", "P"),
+        ("tiff", "L"),
+        ("webp", "RGB"),
+    ):
+        images.append(str(tmp_path / f"x.{extension}"))
+        Image.new(mode, (40, 30)).save(images[-1])
+    code, out, err = run_cli("predict", str(tmp_path / "model.pt"), *images, "--top", "2")
+    assert code == 0, err
+    assert len(out.splitlines()) == 6 and all(line.count(", ") == 1 for line in out.splitlines())
+
+
+def test_a_trial_passes_over_a_checkpoint_not_signed_for_it(tmp_path, monkeypatch):
+    """Planted while the study runs (after resume's check), a checkpoint is still not loaded by
+    the trial (a retry after a crash, say), unless the user passed --trust."""
+    from study import trainable
+    from study.checkpoints import write_meta
+    from study.config import TrialConfig
+    from study.data.datasets import load_dataset
+    from study.train import Trainer
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    cfg = TrialConfig.from_dict(
+        dict(dataset="synthetic", num_train=64, num_test=32, model="cnn", channels=4, fc_width=8, batch_size=32)
+    )
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test)
+    trainer, history, name = Trainer(cfg, data), [], "trial-s0-00000"
+    for epoch, signed_for in ((1, name), (2, "trial-s9-00009")):  # the newer one is another trial's
+        history.append(trainer.run_epoch())
+        folder = tmp_path / name / f"checkpoint_{epoch:06d}"
+        folder.mkdir(parents=True)
+        trainer.save(str(folder / "trainer.pt"))
+        write_meta(str(folder), epoch, "key", history)
+        signing.sign_checkpoint(str(folder), signed_for, epoch)
+
+    fresh = Trainer(cfg, data)
+    loaded, _ = trainable.resume(fresh, None, str(tmp_path / name), "key", name)
+    assert fresh.epoch == 1 and [m["epoch"] for m in loaded] == [1]
+    trusting = Trainer(cfg, data)
+    loaded, _ = trainable.resume(trusting, None, str(tmp_path / name), "key", name, trust=True)
+    assert trusting.epoch == 2 and len(loaded) == 2
+
+
+def test_a_trial_on_a_node_without_the_key_fails_rather_than_make_one(tmp_path, monkeypatch):
+    """A key made on a cluster node would sign checkpoints the driver then refuses as another user's."""
+    from study import trainable
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "node"))
+    with pytest.raises(StudyError, match=r"cifar-study/secret: no signing key on node .*file_mounts"):
+        trainable.node_key()
+    assert not (tmp_path / "node").exists()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "copied"))
+    key = signing.secret_key()  # copied there (here: made as the driver makes it)
+    assert trainable.node_key() == key
