@@ -69,10 +69,23 @@ def one_of(names: Callable[[], list[str]] | tuple[str, ...]) -> Check:
     return check
 
 
+def each_of(names: tuple[str, ...]) -> Check:
+    """A list whose items are among `names`, each at most once."""
+
+    def check(v: Any) -> str | None:
+        if all(item in names for item in v) and len(set(v)) == len(v):
+            return None
+        return "a list of " + ", ".join(names) + " (each at most once)"
+
+    return check
+
+
 # --- types ----------------------------------------------------------------------------------
 
 
 def type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {type_name(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if args:
         return " or ".join(type_name(a) for a in args) + " or null"
@@ -86,6 +99,10 @@ def check_value(hint: Any, value: Any, prefix: str) -> Any:
             return None
         inner = [a for a in typing.get_args(hint) if a is not type(None)][0]
         return check_value(inner, value, prefix)
+    if typing.get_origin(hint) is tuple:  # tuple[T, ...]: a YAML list (or the CLI's), held as a tuple
+        if not isinstance(value, (list, tuple)):
+            raise StudyError(f"{prefix}expected {type_name(hint)}, got {value!r}")
+        return tuple(check_value(typing.get_args(hint)[0], item, prefix) for item in value)
     # numbers.* so that numpy scalars sampled by Tune's search algorithms pass too.
     ok = {
         bool: isinstance(value, bool),

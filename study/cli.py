@@ -140,7 +140,14 @@ def add_override_args(parser: argparse.ArgumentParser) -> None:
         "--tensorboard",
         action="store_true",
         default=None,
-        help="also write TensorBoard event files into every trial folder (the file's `tensorboard: true`)",
+        help="also write TensorBoard event files into every trial folder (the same as --logger tensorboard)",
+    )
+    over.add_argument(
+        "--logger",
+        action="append",
+        metavar="NAME",
+        help="also log every trial to an experiment tracker: mlflow, wandb or tensorboard (repeatable; "
+        "adds to the file's `loggers`; docs/analysis.md)",
     )
     over.add_argument(
         "--scheduler",
@@ -166,6 +173,7 @@ OVERRIDES = (
     "seed",
     "max_failures",
     "tensorboard",
+    "logger",
     "scheduler",
     "set",
 )

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from study.checks import check_field, check_value, in_range, one_of, option, parse_dataclass
+from study.checks import check_field, check_value, each_of, in_range, one_of, option, parse_dataclass
 from study.config import MAX_SEED, TrialConfig
 from study.data import DATASETS
 from study.data.split import val_count
@@ -28,6 +28,7 @@ from study.models import model_fields
 from study.yaml_input import parse_yaml, read_yaml
 
 METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss")
+LOGGERS = ("mlflow", "wandb", "tensorboard")  # experiment trackers, through Ray's logger callbacks (study.trackers)
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}$")  # one path component, never "." or ".."
 MAX_TRIALS = 100_000
@@ -111,7 +112,8 @@ class StudySpec:
     resources: ResourcesSpec = option(ResourcesSpec())
     max_failures: int = option(2, _count(0, 100))  # retries of a crashed trial, from its last checkpoint
     keep_checkpoints: int = option(2, _count(1, 1000))  # newest checkpoints kept per trial
-    tensorboard: bool = option(False)  # also write TensorBoard event files (tensorboardX imports torch in the driver)
+    tensorboard: bool = option(False)  # the same as listing tensorboard in `loggers`
+    loggers: tuple[str, ...] = option((), each_of(LOGGERS))  # experiment trackers each trial logs to
     variants: Mapping[str, Mapping[str, Any]] = option(MappingProxyType({}))  # name -> config fields
     baseline: str | None = option(None)  # the variant ablation effects are measured against
     space: Mapping[str, Any] = option(MappingProxyType({}))  # field -> fixed value | Domain
@@ -119,6 +121,10 @@ class StudySpec:
     text: str = _internal("")  # the checked file with overrides, as YAML (saved as study.yaml)
 
     # --- derived views
+
+    def trackers(self) -> tuple[str, ...]:
+        """The loggers the study logs to, `tensorboard: true` included."""
+        return self.loggers + (("tensorboard",) if self.tensorboard and "tensorboard" not in self.loggers else ())
 
     def fixed(self) -> dict[str, Any]:
         return {k: v for k, v in self.space.items() if not isinstance(v, Domain)}
@@ -294,6 +300,7 @@ FLAG_FIELDS: dict[str, tuple[type, str]] = {
     "num_samples": (StudySpec, "num_samples"),
     "max_failures": (StudySpec, "max_failures"),
     "tensorboard": (StudySpec, "tensorboard"),
+    "logger": (StudySpec, "loggers"),
     "scheduler": (SchedulerSpec, "type"),
     "cpus_per_trial": (ResourcesSpec, "cpu"),
     "gpus_per_trial": (ResourcesSpec, "gpu"),
@@ -351,6 +358,10 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     for key, value in overrides.items():
         if key in ("name", "dataset", "metric", "num_samples", "max_failures", "tensorboard"):
             raw[key] = value
+        elif key == "logger":  # adds to the file's loggers (a file's value that is not a list stays, to be refused)
+            listed = raw.get("loggers") or []
+            if isinstance(listed, list):
+                raw["loggers"] = [*listed, *(name for name in value if name not in listed)]
         elif key in ("data_dir", "seed"):
             space[key] = value  # a fixed value replaces the file's grid, e.g. --seed 3
         elif key == "max_epochs":

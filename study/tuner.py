@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
@@ -194,16 +194,16 @@ def auto_loggers(enabled: bool) -> None:
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0" if enabled else "1"
 
 
-def result_loggers(tensorboard: bool) -> list[Any]:
+def result_loggers(spec: StudySpec) -> list[Any]:
     """Tune's per-trial result files: result.json (what `study analyze` reads) and progress.csv,
-    and TensorBoard event files only when the study asks (`tensorboard: true`). Tune adds all
-    three unless told not to (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS), and its TensorBoard logger
-    imports tensorboardX, which imports torch: a second of the driver's start, and 470 MB."""
+    and the experiment trackers only when the study asks (`loggers`, `tensorboard: true`). Tune
+    adds its CSV, JSON and TensorBoard loggers unless told not to (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS),
+    and its TensorBoard logger imports tensorboardX, which imports torch: a second of the driver's
+    start, and 470 MB."""
+    from study.trackers import callbacks
+
     auto_loggers(False)
-    loggers: list[Any] = [CSVLoggerCallback(), JsonLoggerCallback()]
-    if tensorboard:
-        loggers.append(TBXLoggerCallback())
-    return loggers
+    return [CSVLoggerCallback(), JsonLoggerCallback(), *callbacks(spec.trackers(), spec.name)]
 
 
 def saved_loggers(experiment_path: str) -> bool:
@@ -313,7 +313,7 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
             callbacks=[
                 StateBackup(experiment_path),
                 EtaCallback(spec.num_trials(), spec.max_epochs()),
-                *result_loggers(spec.tensorboard),
+                *result_loggers(spec),
             ],
         ),
     )

@@ -1,0 +1,72 @@
+"""Experiment trackers (MLflow, W&B, TensorBoard): Ray's own logger callbacks, made when a study asks.
+
+Each tracker's package (and its callback's module here) is imported only for a study whose
+`loggers` name it: a study without them pays nothing for their being installed. `check_installed`
+runs before Ray starts: a missing package is one line naming the extra that installs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from study.errors import StudyError
+
+# Logger -> (the module its Ray callback imports, the extra of this project that installs it).
+PACKAGES = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb"), "tensorboard": ("tensorboardX", "tensorboard")}
+
+# What a user reads in a tracker, per epoch: losses and accuracies per split, speed, memory and
+# checkpoint costs. Tune's bookkeeping (done, pid, timestamps, time_*, ...) is left out.
+SCALARS = (
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "train_eval_loss",
+    "train_eval_acc",
+    "epoch_time_s",
+    "images_per_s",
+    "rss_mb",
+    "peak_rss_mb",
+    "checkpoint_s",
+    "checkpoint_mb",
+)
+
+
+def check_installed(loggers: tuple[str, ...]) -> None:
+    """Every logger's package can be imported; else one line naming the extra."""
+    for name in loggers:
+        module, extra = PACKAGES[name]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ValueError:  # a module set to None in sys.modules
+            found = False
+        if not found:
+            raise StudyError(f'loggers: {name} needs the {module} package; install it with pip install -e ".[{extra}]"')
+
+
+def scalars(result: dict[str, Any]) -> dict[str, float]:
+    """The scalars of one epoch's result that a user reads (SCALARS), where the trial reported them."""
+    return {
+        k: result[k] for k in SCALARS if isinstance(result.get(k), (int, float)) and not isinstance(result[k], bool)
+    }
+
+
+def callbacks(loggers: tuple[str, ...], experiment: str) -> list[Any]:
+    """Ray's logger callbacks for `loggers`; `experiment` (the study's name) groups the trials' runs."""
+    made: list[Any] = []
+    if "tensorboard" in loggers:
+        from study.trackers.tensorboard import ScalarTensorBoard
+
+        made.append(ScalarTensorBoard())
+    if "mlflow" in loggers:
+        from study.trackers.mlflow import EpochMLflow
+
+        made.append(EpochMLflow(experiment_name=experiment))
+    if "wandb" in loggers:
+        from study.trackers.wandb import StudyWandb
+
+        made.append(StudyWandb(group=experiment, default_project=experiment))
+    return made
