@@ -262,6 +262,16 @@ CASES = [
         run_file(tiny_with("batch_size: {randint: [1, 100000000000000000000000]}")),
     ),
     Case("a bad --set value", "--set lr=fast: lr: expected a number, got 'fast'", run_file(TINY, "--set", "lr=fast")),
+    Case(
+        "an unknown logger",
+        "loggers: expected a list of mlflow, wandb, tensorboard (each at most once), got ['comet']",
+        run_file(TINY + "loggers: [comet]\n"),
+    ),
+    Case(
+        "a `--logger` given twice",
+        "--logger: expected a list of mlflow, wandb, tensorboard (each at most once), got ['mlflow', 'mlflow']",
+        run_file(TINY, "--logger", "mlflow", "--logger", "mlflow"),
+    ),
     Case("--set without =", "--set: expected FIELD=VALUE", run_file(TINY, "--set", "lr")),
     Case(
         "--max-epochs 0",
