@@ -194,7 +194,7 @@ def auto_loggers(enabled: bool) -> None:
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0" if enabled else "1"
 
 
-def result_loggers(spec: StudySpec) -> list[Any]:
+def result_loggers(spec: StudySpec, experiment_path: str) -> list[Any]:
     """Tune's per-trial result files: result.json (what `study analyze` reads) and progress.csv,
     and the experiment trackers only when the study asks (`loggers`, `tensorboard: true`). Tune
     adds its CSV, JSON and TensorBoard loggers unless told not to (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS),
@@ -203,7 +203,11 @@ def result_loggers(spec: StudySpec) -> list[Any]:
     from study.trackers import callbacks
 
     auto_loggers(False)
-    return [CSVLoggerCallback(), JsonLoggerCallback(), *callbacks(spec.trackers(), spec.name)]
+    return [
+        CSVLoggerCallback(),
+        JsonLoggerCallback(),
+        *callbacks(spec.trackers(), spec.name, basename(experiment_path)),
+    ]
 
 
 def saved_loggers(experiment_path: str) -> bool:
@@ -313,7 +317,7 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
             callbacks=[
                 StateBackup(experiment_path),
                 EtaCallback(spec.num_trials(), spec.max_epochs()),
-                *result_loggers(spec),
+                *result_loggers(spec, experiment_path),
             ],
         ),
     )

@@ -10,6 +10,7 @@ import tempfile
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow 3 reports usage unless told not to
 
 # Every Ray the tests start (in-process, or by a `study` subprocess, which inherits this) keeps
 # its session folder (logs, sockets; about 1 MB each) under one folder of this test run, removed

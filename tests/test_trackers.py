@@ -33,7 +33,7 @@ BOOKKEEPING = ("done", "should_checkpoint", "threads", "node_id", "pid", "timest
 
 @pytest.fixture(scope="module")
 def tracked(ray_session, tmp_path_factory):
-    """One 2-trial, 2-epoch study logged to all three trackers (W&B from the command line)."""
+    """One 2-trial, 2-epoch study logged to all three trackers (W&B from the command line), in folder exp."""
     from study.cli import main
 
     root = tmp_path_factory.mktemp("trackers")
@@ -69,7 +69,7 @@ def test_mlflow_has_one_run_per_trial_with_its_config_and_every_epoch(tracked):
     assert set(runs) == set(trials) and len(runs) == 2
     for name, records in trials.items():
         run = runs[name]
-        assert run.info.status == "FINISHED"
+        assert run.info.status == "FINISHED" and run.data.tags["experiment_dir"] == "exp"  # which run of the study
         config = records[0]["config"]
         for key in ("seed", "model", "channels", "fc_width", "epochs", "num_train", "dataset", "val_size"):
             assert run.data.params[key] == str(config[key]), key
@@ -101,7 +101,7 @@ def wandb_records(path: str):
 
 
 @pytest.mark.slow
-def test_wandb_offline_has_one_run_per_trial_grouped_by_experiment_with_every_epoch(tracked):
+def test_wandb_offline_has_one_run_per_trial_grouped_by_experiment_folder_with_every_epoch(tracked):
     folders = glob.glob(str(tracked / "wandb" / "wandb" / "offline-run-*"))  # WANDB_DIR/wandb
     trials = epochs_by_trial(tracked / "exp")
     assert len(folders) == len(trials) == 2
@@ -110,7 +110,7 @@ def test_wandb_offline_has_one_run_per_trial_grouped_by_experiment_with_every_ep
         (path,) = glob.glob(os.path.join(folder, "*.wandb"))
         records = list(wandb_records(path))
         (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-        assert run.run_group == "trackers" and run.project == "trackers"  # WANDB_PROJECT unset: the experiment
+        assert run.project == "trackers" and run.run_group == "exp"  # the study's name; this run of it (its folder)
         seen.add(run.display_name)
         history = [
             {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
@@ -172,3 +172,38 @@ def test_loggers_come_from_the_file_the_flag_and_tensorboard_true(write_yaml):
     spec = load_spec(space, {"logger": ["wandb", "mlflow"]})  # adds to the file's, once each
     assert spec.loggers == ("mlflow", "wandb") and "- wandb" in spec.text  # saved in study.yaml, for a resume
     assert load_spec(write_yaml("dataset: synthetic\n")).trackers() == ()
+
+
+class FakeTrial:
+    """What Ray's MLflow callback reads of a trial: its name and config."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.config = name, {"seed": 0, "lr": 0.01}
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@pytest.mark.slow  # importing mlflow runs `uname -p` (platform.processor)
+def test_a_resumed_trial_logs_on_to_its_mlflow_run(tmp_path, monkeypatch):
+    """A resume makes the callback anew (Ray's state of it is not kept): the trial finds its run
+    by its tags, while another experiment folder's trial of the same name gets its own."""
+    from mlflow import MlflowClient
+
+    from study.trackers import callbacks
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run_ids = []
+    for folder in ("exp", "exp", "other"):  # a run, its resume, a second run of the same file
+        (callback,) = callbacks(("mlflow",), "study", folder)
+        callback.setup()
+        trial = FakeTrial("cnn-s0-00000")
+        callback.log_trial_start(trial)
+        callback.log_trial_result(1, trial, {"epoch": len(run_ids) + 1, "val_acc": 0.5, "pid": 7})
+        callback.log_trial_end(trial)
+        run_ids.append(callback._trial_runs[trial])
+    assert run_ids[0] == run_ids[1] != run_ids[2]
+    client = MlflowClient(uri)
+    history = client.get_metric_history(run_ids[0], "val_acc")
+    assert sorted(m.step for m in history) == [1, 2] and "pid" not in client.get_run(run_ids[0]).data.metrics

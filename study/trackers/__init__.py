@@ -54,8 +54,10 @@ def scalars(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def callbacks(loggers: tuple[str, ...], experiment: str) -> list[Any]:
-    """Ray's logger callbacks for `loggers`; `experiment` (the study's name) groups the trials' runs."""
+def callbacks(loggers: tuple[str, ...], experiment: str, folder: str) -> list[Any]:
+    """Ray's logger callbacks for `loggers`. `experiment` (the study's name) is the MLflow
+    experiment and the default W&B project; `folder` (the experiment folder's name, one run of
+    the study) tags the MLflow runs and is the W&B group."""
     made: list[Any] = []
     if "tensorboard" in loggers:
         from study.trackers.tensorboard import ScalarTensorBoard
@@ -64,9 +66,9 @@ def callbacks(loggers: tuple[str, ...], experiment: str) -> list[Any]:
     if "mlflow" in loggers:
         from study.trackers.mlflow import EpochMLflow
 
-        made.append(EpochMLflow(experiment_name=experiment))
+        made.append(EpochMLflow(experiment_name=experiment, tags={"experiment_dir": folder}))
     if "wandb" in loggers:
         from study.trackers.wandb import StudyWandb
 
-        made.append(StudyWandb(group=experiment, default_project=experiment))
+        made.append(StudyWandb(group=folder, default_project=experiment))
     return made

@@ -15,10 +15,10 @@ from study.trackers import scalars
 
 class StudyWandb(WandbLoggerCallback):
     """Ray's W&B logger, given the scalars a user reads, with W&B's own WANDB_PROJECT (default:
-    the experiment's name), read as the study starts or resumes."""
+    the experiment's name), read as the study starts or resumes; a resumed trial logs on to its run."""
 
     def __init__(self, *, default_project: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**{"resume": "allow", **kwargs})  # a resumed trial logs on to its run (its id)
         self.default_project = default_project
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
