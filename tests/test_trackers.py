@@ -207,3 +207,55 @@ def test_a_resumed_trial_logs_on_to_its_mlflow_run(tmp_path, monkeypatch):
     client = MlflowClient(uri)
     history = client.get_metric_history(run_ids[0], "val_acc")
     assert sorted(m.step for m in history) == [1, 2] and "pid" not in client.get_run(run_ids[0]).data.metrics
+
+
+KILLED = """name: killed
+dataset: synthetic
+loggers: [mlflow, tensorboard]
+scheduler: {type: fifo}
+space:
+  seed: {grid: [0, 1]}
+  epochs: 4
+  checkpoint_every: 1
+  model: cnn
+  channels: 16
+  fc_width: 128
+  batch_size: 64
+  num_train: 2048
+  num_test: 256
+"""
+
+
+@pytest.mark.slow
+def test_a_study_killed_then_resumed_logs_every_epoch_to_the_same_runs(write_yaml, tmp_path):
+    """The saved loggers come back with `study resume`, and each trial's epochs land in one run."""
+    from mlflow import MlflowClient
+
+    from tests.processes import kill_tree, start_study, wait_for
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {"MLFLOW_TRACKING_URI": uri}
+    exp = str(tmp_path / "killed")
+    proc = start_study(
+        ["run", write_yaml(KILLED), "--storage-path", str(tmp_path), "--name", "killed"], str(tmp_path / "run.log"), env
+    )
+    try:
+        wait_for(lambda: glob.glob(os.path.join(exp, "*", "checkpoint_000000")), 180, "a first checkpoint", proc)
+    finally:
+        kill_tree(proc)
+    resumed = start_study(["resume", exp], str(tmp_path / "resume.log"), env)
+    try:
+        assert resumed.wait(timeout=300) == 0, open(tmp_path / "resume.log").read()[-3000:]
+    finally:
+        kill_tree(resumed)
+    assert "nothing to resume" not in open(tmp_path / "resume.log").read()  # the kill cut the study short
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+    trials = epochs_by_trial(exp)
+    assert sorted(r.info.run_name for r in runs) == sorted(trials) and len(runs) == 2  # one run per trial
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        steps = {m.step for m in client.get_metric_history(run.info.run_id, "val_acc")}
+        assert steps == {1, 2, 3, 4}, (run.info.run_name, steps)
+    for trial in trials:  # TensorBoard came back too
+        assert glob.glob(os.path.join(exp, trial, "events.out.tfevents.*")), trial
