@@ -193,6 +193,7 @@ def search_kind(spec) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from study import trackers
     from study.run import check_distinct_names, checkpoint_disk, expand_spaces
     from study.space import load_spec
 
@@ -215,6 +216,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for note in (spec.repeats_note(), spec.startup_note()):
             if note:
                 print(f"{path}: {note}")
+        missing = trackers.missing(spec.trackers())
+        if missing:
+            print(f"{path}: note: {missing}; `study run` refuses the file until then")
         if spec.resources.gpu is None and spec.wants_cuda():
             print(
                 f"{path}: note: device cuda needs a GPU in each trial; resources.gpu is unset, so trials get one "

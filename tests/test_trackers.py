@@ -259,3 +259,11 @@ def test_a_study_killed_then_resumed_logs_every_epoch_to_the_same_runs(write_yam
         assert steps == {1, 2, 3, 4}, (run.info.run_name, steps)
     for trial in trials:  # TensorBoard came back too
         assert glob.glob(os.path.join(exp, trial, "events.out.tfevents.*")), trial
+
+
+@pytest.mark.slow  # validate's disk estimate imports torch, which may run ldconfig
+def test_validate_notes_a_logger_whose_package_is_missing(write_yaml, run_cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    code, out, err = run_cli("validate", write_yaml(TRACKED), "--logger", "wandb")
+    assert code == 0, err
+    assert 'note: loggers: wandb needs the wandb package; install it with pip install -e ".[wandb]"' in out

@@ -35,16 +35,24 @@ SCALARS = (
 )
 
 
-def check_installed(loggers: tuple[str, ...]) -> None:
-    """Every logger's package can be imported; else one line naming the extra."""
+def missing(loggers: tuple[str, ...]) -> str | None:
+    """What the first logger whose package cannot be imported needs, or None."""
     for name in loggers:
         module, extra = PACKAGES[name]
         try:
             found = importlib.util.find_spec(module) is not None
-        except ValueError:  # a module set to None in sys.modules
+        except ValueError:  # a module whose __spec__ is None
             found = False
         if not found:
-            raise StudyError(f'loggers: {name} needs the {module} package; install it with pip install -e ".[{extra}]"')
+            return f'loggers: {name} needs the {module} package; install it with pip install -e ".[{extra}]"'
+    return None
+
+
+def check_installed(loggers: tuple[str, ...]) -> None:
+    """Every logger's package can be imported; else one line naming the extra."""
+    message = missing(loggers)
+    if message:
+        raise StudyError(message)
 
 
 def scalars(result: dict[str, Any]) -> dict[str, float]:
