@@ -327,8 +327,9 @@ def connect_and_size(plans: Sequence[Plan], address: str | None, autoscale: bool
         raise
 
 
-def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[str]) -> Outcome:
-    """Create the experiment folder (exclusively), record spec and environment, and run it."""
+def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[str], quiet: bool = False) -> Outcome:
+    """Create the experiment folder (exclusively), record spec and environment, and run it
+    (`quiet`: a line per trial as it ends, not Ray's status table)."""
     from study.cluster import warn_if_local_storage
     from study.tuner import make_tuner
 
@@ -340,11 +341,16 @@ def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[st
     banner(plan.spec, path, resources)
     storage.write_text(storage.join(path, SPEC_FILE), plan.spec.text)
     write_environment(path, command, plan.spec)
-    return fit(make_tuner(plan.spec, path, resources), path)
+    return fit(make_tuner(plan.spec, path, resources, quiet), path)
 
 
 def resume_experiment(
-    path: str, resources: dict[str, float], command: Sequence[str], spec: StudySpec, trust: bool = False
+    path: str,
+    resources: dict[str, float],
+    command: Sequence[str],
+    spec: StudySpec,
+    trust: bool = False,
+    quiet: bool = False,
 ) -> Outcome:
     """Continue an interrupted experiment through Ray's own `Tuner.restore`; with a `spec` of more
     samples than the saved one, add trials to its optuna search and save the grown study.yaml.
@@ -352,7 +358,7 @@ def resume_experiment(
     from study.tuner import restore_tuner
 
     set_state_save_period(spec.num_trials())
-    tuner = restore_tuner(path, resources, spec, trust)  # before anything is read or written: it may refuse
+    tuner = restore_tuner(path, resources, spec, trust, quiet)  # before anything is read or written: it may refuse
     saved_samples = read_spec(path).num_samples
     grows = spec.num_samples != saved_samples
     banner(spec, path, resources, resumed=True)
