@@ -436,6 +436,17 @@ def checkpoint_size_mb(cfg: Any, num_classes: int = 100) -> float:
 def checkpoint_disk(spec: StudySpec) -> tuple[float, float]:
     """(largest checkpoint in MB, most disk the study's checkpoints hold at once in GB): every
     trial keeping `keep_checkpoints` of its own size (sampled fields at their largest bound)."""
-    sizes = [checkpoint_size_mb(cfg) for cfg in spec.trial_configs(bound="high")]
+    known: dict[tuple, float] = {}  # one model per architecture and optimizer, not per grid point
+    sizes = []
+    for cfg in spec.trial_configs(bound="high"):
+        key = (
+            cfg.model,
+            tuple(cfg.model_kwargs(weights_from_checkpoint=True).items()),
+            cfg.optimizer,
+            cfg.momentum > 0,
+        )
+        if key not in known:
+            known[key] = checkpoint_size_mb(cfg)
+        sizes.append(known[key])
     samples = spec.num_trials() / max(1, len(sizes))  # num_samples repeats of the grid
     return max(sizes), samples * sum(sizes) * spec.keep_checkpoints / 1024

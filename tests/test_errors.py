@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from tests.conftest import UNREACHABLE
-from tests.error_catalogue import CASES, TINY, run_case
+from tests.error_catalogue import CASES, COSTLY, TINY, run_case
 
 
 def assert_bad_input(result, *fragments: str) -> None:
@@ -51,6 +51,19 @@ def test_catalogue_case_is_one_line_exit_2_and_writes_nothing(case, tmp_path):
     assert_bad_input((code, "", err), case.fragment)
     assert err.startswith("study: error: ")
     assert files_under(tmp_path) == before  # nothing written, nothing half-made
+
+
+@pytest.mark.parametrize("what", COSTLY)
+def test_costly_inputs_are_refused_in_seconds(what, write_yaml):
+    """Each is checked in linear time or refused by its size, before anything grows with it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "study", "validate", write_yaml(COSTLY[what])],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    assert done.stderr.startswith("study: error: ") and ("at most" in done.stderr or "far fewer" in done.stderr)
 
 
 def test_scientific_notation_is_a_number_in_files_and_flags(write_yaml):
