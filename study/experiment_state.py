@@ -4,7 +4,9 @@ Ray writes `experiment_state-*.json` (and the search state beside it) in place, 
 driver killed during that write leaves a truncated file that neither `Tuner.restore` nor the
 analysis can read, and the whole study looks lost although every trial's checkpoints are intact.
 `study.state_backup.StateBackup` keeps a copy of the last state that parsed; `repair_state` puts
-it back before a resume or an analysis. Local folders only.
+it back before a resume or an analysis. On a URI (s3://...) an object is replaced whole, never cut
+short, so there is nothing to repair; the signed copy is still kept, and put back when Tune's
+state is newer than its signature (see `study.run.check_signature`).
 """
 
 from __future__ import annotations
@@ -27,21 +29,28 @@ STATE_GLOB = "experiment_state-*.json"
 
 def state_files(experiment_path: str) -> list[str]:
     """The experiment folder's own files (state, search state, tuner.pkl), not the trial folders."""
+    if is_uri(experiment_path):
+        return [storage.join(experiment_path, n) for n, is_dir in storage.list_dir(experiment_path) if not is_dir]
     return sorted(p for p in glob.glob(os.path.join(experiment_path, "*")) if os.path.isfile(p))
 
 
 def readable(path: str) -> bool:
-    """Whole, as far as can be told without unpickling. JSON must parse. A pickle (Ray writes some
-    under .json names too) must be non-empty and end with pickle's STOP opcode ("."), which a
-    write under way (Ray truncates, then writes) lacks."""
+    """Whole, as far as can be told without unpickling (see `whole`)."""
     try:
+        if is_uri(path):
+            return whole(storage.basename(path), storage.read_bytes(path))
         with open(path, "rb") as f:
-            data = f.read()
+            return whole(path, f.read())
     except OSError:
         return False
+
+
+def whole(name: str, data: bytes) -> bool:
+    """JSON must parse. A pickle (Ray writes some under .json names too) must be non-empty and end
+    with pickle's STOP opcode ("."), which a write under way (Ray truncates, then writes) lacks."""
     if data[:1] == b"\x80":  # pickle protocol 2 and later
         return data.endswith(b".")
-    if path.endswith((".json", ".pkl")):
+    if name.endswith((".json", ".pkl")):
         try:
             json.loads(data)
         except ValueError:  # empty, cut short, or an unrecognised pickle
@@ -55,6 +64,9 @@ def restore_backup(experiment_path: str) -> None:
     Top-level files the backup does not hold are moved aside to `.study-set-aside/`, not
     deleted: Ray would otherwise pick up a newer (or planted) state file beside the restored one.
     """
+    if is_uri(experiment_path):
+        restore_backup_uri(experiment_path)
+        return
     backup = os.path.join(experiment_path, BACKUP_DIR)
     kept = {os.path.basename(p) for p in state_files(backup)}
     for p in state_files(experiment_path):
@@ -66,6 +78,18 @@ def restore_backup(experiment_path: str) -> None:
     for name in sorted(os.listdir(backup)):
         if os.path.isfile(os.path.join(backup, name)):
             shutil.copy2(os.path.join(backup, name), experiment_path)
+
+
+def restore_backup_uri(experiment_path: str) -> None:
+    """`restore_backup` on an object store: copies and deletes, file by file."""
+    backup = storage.join(experiment_path, BACKUP_DIR)
+    kept = {storage.basename(p) for p in state_files(backup)}
+    for p in state_files(experiment_path):
+        name = storage.basename(p)
+        if name not in kept and name not in ("environment.json", ".validate_storage_marker"):
+            storage.move(p, storage.join(experiment_path, ".study-set-aside", name))
+    for name in sorted(kept):
+        storage.write_bytes(storage.join(experiment_path, name), storage.read_bytes(storage.join(backup, name)))
 
 
 def repair_state(experiment_path: str, settle_s: float = 2.0) -> bool:

@@ -7,6 +7,7 @@ arguments and prints; everything between lives here.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import json
 import os
@@ -169,20 +170,17 @@ def check_resumable(path: str, trust: bool) -> None:
     this user's `study run` unless `trust` (see `study.signing`), and every trial's checkpoint
     must load.
     """
-    if storage.is_uri(path):
-        if not trust:
-            raise StudyError(
-                f"{path}: experiments on a URI are not signed, and resuming unpickles Ray's state; "
-                "if this is your own run, pass --trust"
-            )
-        return
-    if not glob.glob(os.path.join(path, STATE_GLOB)):
+    uri = storage.is_uri(path)
+    states = [n for n, is_dir in storage.list_dir(path) if not is_dir and fnmatch.fnmatch(n, STATE_GLOB)]
+    if not states:
         raise StudyError(
             f"{path}: no Tune experiment state in it (the run stopped before its first trial started); "
             "nothing to resume: delete the folder and run the file again"
         )
     if not trust:  # first: a file that is cut short or planted must not be "repaired" into trust
         check_signature(path)
+    if uri:
+        return  # objects are replaced whole: nothing cut short to repair; checkpoints load in the trials
     repair_state(path)
     from study.checkpoints import verify_checkpoints
 
@@ -206,8 +204,6 @@ def check_signature(path: str) -> None:
     are newer than their signature (a driver killed between Tune's save and the signing), the
     signed backup copy of them (at most a second older) is put back, and the resume says so.
     """
-    import fnmatch
-
     from study import signing
     from study.experiment_state import BACKUP_DIR, restore_backup
 
@@ -219,8 +215,8 @@ def check_signature(path: str) -> None:
     if not found:
         return
     stale_state = all(why.startswith("does not match") and tune_state(name) for name, why in found)
-    backup = os.path.join(path, BACKUP_DIR)
-    if stale_state and os.path.isdir(backup) and not signing.problems(backup):
+    backup = storage.join(path, BACKUP_DIR)
+    if stale_state and storage.exists(backup) and not signing.problems(backup):
         restore_backup(path)
         if not signing.problems(path):
             names = ", ".join(name for name, _ in found)
@@ -233,11 +229,11 @@ def check_signature(path: str) -> None:
     name, why = found[0]
     if name == SPEC_FILE:
         raise StudyError(
-            f"{os.path.join(path, name)}: {why}; a resume runs the study as it was saved (Ray keeps its own "
+            f"{storage.join(path, name)}: {why}; a resume runs the study as it was saved (Ray keeps its own "
             "copy), so an edit would be ignored: undo it, or run the edited file as a new study"
         )
     raise StudyError(
-        f"{os.path.join(path, name)}: {why}; refusing to resume, since Ray would unpickle the folder's "
+        f"{storage.join(path, name)}: {why}; refusing to resume, since Ray would unpickle the folder's "
         "state: if you wrote this folder, or have read it and trust it, pass --trust"
     )
 
@@ -335,14 +331,13 @@ def fit(tuner: Any, path: str) -> Outcome:
             results = tuner.fit()
         except KeyboardInterrupt:  # a second signal: stopped at once; the state of the last save stays
             return Outcome(path, 0, received[0] if received else signal.SIGINT, at_once=True)
-    if not storage.is_uri(path):
-        from study import signing
-        from study.state_backup import StateBackup
+    from study import signing
+    from study.state_backup import StateBackup
 
-        # Tune's final save came after the last step's signature and backup: sign it, and keep it
-        # as the backup too (a damaged state file of a finished study then loses nothing).
-        if not StateBackup(path).copy_state():
-            signing.sign(path)
+    # Tune's final save came after the last step's signature and backup: sign it, and keep it
+    # as the backup too (a damaged state file of a finished study then loses nothing).
+    if not StateBackup(path).copy_state():
+        signing.sign(path)
     return Outcome(path, len(results.errors), received[0] if received else None)
 
 

@@ -5,6 +5,7 @@ See `study.experiment_state` (why a copy) and `study.signing` (why a signature).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -16,8 +17,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from study import signing
-from study.experiment_state import BACKUP_DIR, readable, state_files
+from study import signing, storage
+from study.experiment_state import BACKUP_DIR, readable, state_files, whole
 from study.storage import is_uri
 
 # The folder of the experiment this driver is running, set around Tune's fit by `running_in`. A
@@ -40,7 +41,7 @@ class StateBackup(Callback):
     """After Tune's step (which saves the state), copy the folder's files if the state parses.
 
     Args:
-        experiment_path: the experiment folder; a URI (s3://...) turns the backup off.
+        experiment_path: the experiment folder, local or a URI (s3://...).
         every_s: at most one copy per this many seconds.
     """
 
@@ -66,7 +67,7 @@ class StateBackup(Callback):
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.path = _running_in or self.path  # this run's folder, wherever the pickle was made
         now = time.monotonic()
-        if is_uri(self.path) or now - self.last_copy < self.every_s or not os.path.isdir(self.path):
+        if now - self.last_copy < self.every_s or not (is_uri(self.path) or os.path.isdir(self.path)):
             return
         self.last_copy = now
         try:
@@ -82,6 +83,8 @@ class StateBackup(Callback):
     def copy_state(self) -> bool:
         """Sign the folder and copy its state files to the backup; False if they were unchanged or
         did not parse (nothing done)."""
+        if is_uri(self.path):
+            return self.copy_state_uri()
         files = state_files(self.path)
         signature = tuple((p, os.path.getmtime(p), os.path.getsize(p)) for p in files)
         states = [p for p in files if os.path.basename(p).startswith("experiment_state-")]
@@ -106,5 +109,30 @@ class StateBackup(Callback):
             os.replace(old, retired)
         os.replace(staging, old)  # the backup is always either the old or the new complete copy
         shutil.rmtree(retired, ignore_errors=True)
+        self.last_signature = signature
+        return True
+
+    def copy_state_uri(self) -> bool:
+        """`copy_state` on an object store: no folder rename there, so the files are read once,
+        signed from those bytes, and written to the backup file by file, its manifest last (a
+        copy cut short by a crash then fails its own signature, and is not restored)."""
+        names = [storage.basename(p) for p in state_files(self.path)]
+        blobs = {n: storage.read_bytes(storage.join(self.path, n)) for n in names if n != signing.MANIFEST}
+        signature = tuple(sorted((name, hashlib.sha256(data).hexdigest()) for name, data in blobs.items()))
+        states = [name for name in blobs if name.startswith("experiment_state-")]
+        if signature == self.last_signature or not states or not all(whole(n, d) for n, d in blobs.items()):
+            return False
+        manifest = {
+            name: signing.mac_of(self.key, data) for name, data in blobs.items() if name not in signing.UNSIGNED
+        }
+        signing.write_manifest(self.path, manifest)
+        backup = storage.join(self.path, BACKUP_DIR)
+        for stale in state_files(backup):
+            if storage.basename(stale) not in blobs:
+                storage.remove(stale)
+        for name, data in blobs.items():
+            if name != signing.MANIFEST:
+                storage.write_bytes(storage.join(backup, name), data)
+        signing.write_manifest(backup, manifest)
         self.last_signature = signature
         return True
