@@ -18,6 +18,7 @@ from typing import Any
 from ray.tune import Callback
 
 from study import signing, storage
+from study.errors import StudyError
 from study.experiment_state import BACKUP_DIR, readable, state_files, whole
 from study.storage import is_uri
 
@@ -72,7 +73,7 @@ class StateBackup(Callback):
         self.last_copy = now
         try:
             self.copy_state()
-        except OSError as exc:  # a full disk, say: the study goes on; the previous copy stays
+        except (OSError, StudyError) as exc:  # a full disk, a bucket gone: the study goes on; the previous copy stays
             if not self.warned:
                 print(
                     f"[study] warning: could not back up the experiment state ({exc}); the study goes on",

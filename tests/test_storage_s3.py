@@ -89,6 +89,36 @@ def test_an_endpoint_that_does_not_answer_is_one_line_at_once(s3, command, write
     assert time.monotonic() - started < 20  # pyarrow's retries alone took 6-8 s
 
 
+def test_a_folder_on_s3_is_signed_and_its_signed_backup_put_back(s3, tmp_path, monkeypatch, capsys):
+    """What a driver killed between Tune's save and the signature leaves, on s3://: the resume
+    check puts the signed copy back; a planted pickle is still refused."""
+    import pickle
+
+    from study import signing, storage
+    from study.errors import StudyError
+    from study.experiment_state import BACKUP_DIR
+    from study.run import check_signature
+    from study.state_backup import StateBackup
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # a signing key of this test's own
+    exp = uri(s3, "signed/exp")
+    state = "experiment_state-2026-12-07_10-00-00.json"
+    files = {state: b'{"trial_data": []}', "tuner.pkl": pickle.dumps({"a": 1}), "study.yaml": b"name: x\n"}
+    for name, data in files.items():
+        storage.write_bytes(storage.join(exp, name), data)
+    assert StateBackup(exp).copy_state()
+    assert signing.problems(exp) == [] and signing.problems(storage.join(exp, BACKUP_DIR)) == []
+
+    storage.write_bytes(storage.join(exp, state), b'{"trial_data": [], "saved": "after the signature"}')
+    check_signature(exp)
+    assert storage.read_bytes(storage.join(exp, state)) == files[state] and signing.problems(exp) == []
+    assert "resuming from the signed copy" in capsys.readouterr().err
+
+    storage.write_bytes(storage.join(exp, "searcher-state-planted.pkl"), pickle.dumps(1))
+    with pytest.raises(StudyError, match=r"searcher-state-planted.pkl\?endpoint_override=.*: not signed"):
+        check_signature(exp)
+
+
 # FIFO: every trial runs its 3 epochs (ASHA could stop one at its rung, epoch 2).
 SPACE = TINY.replace("space:", "scheduler: {type: fifo}\nspace:").replace(
     "epochs: 1", "epochs: 3\n  checkpoint_every: 1\n  seed: {grid: [0, 1]}"
@@ -135,4 +165,4 @@ def test_a_study_on_s3_runs_resumes_after_sigkill_and_analyzes_and_exports(s3, w
     from study.export import load_model
 
     _, info = load_model(str(tmp_path / "model.pt"))
-    assert info["metrics"]["epoch"] == 3.0 and info["source"].startswith(storage.join(exp, "trial-"))
+    assert info["metrics"]["epoch"] == 3.0 and info["source"] in {storage.join(exp, t) for t in frame["trial_dir"]}
