@@ -205,7 +205,7 @@ def check_signature(path: str) -> None:
     signed backup copy of them (at most a second older) is put back, and the resume says so.
     """
     from study import signing
-    from study.experiment_state import BACKUP_DIR, restore_backup
+    from study.experiment_state import BACKUP_DIR, restore_backup, signed_bundle
 
     def tune_state(name: str) -> bool:
         return any(fnmatch.fnmatch(name, pattern) for pattern in TUNE_STATE_FILES)
@@ -215,8 +215,12 @@ def check_signature(path: str) -> None:
     if not found:
         return
     stale_state = all(why.startswith("does not match") and tune_state(name) for name, why in found)
-    backup = storage.join(path, BACKUP_DIR)
-    if stale_state and storage.exists(backup) and not signing.problems(backup):
+    if storage.is_uri(path):
+        backup_whole = signed_bundle(path) is not None
+    else:
+        backup = os.path.join(path, BACKUP_DIR)
+        backup_whole = os.path.isdir(backup) and not signing.problems(backup)
+    if stale_state and backup_whole:
         restore_backup(path)
         if not signing.problems(path):
             names = ", ".join(name for name, _ in found)

@@ -19,7 +19,7 @@ from ray.tune import Callback
 
 from study import signing, storage
 from study.errors import StudyError
-from study.experiment_state import BACKUP_DIR, readable, state_files, whole
+from study.experiment_state import BACKUP_DIR, BUNDLE, bundle, readable, state_files, whole
 from study.storage import is_uri
 
 # The folder of the experiment this driver is running, set around Tune's fit by `running_in`. A
@@ -114,9 +114,9 @@ class StateBackup(Callback):
         return True
 
     def copy_state_uri(self) -> bool:
-        """`copy_state` on an object store: no folder rename there, so the files are read once,
-        signed from those bytes, and written to the backup file by file, its manifest last (a
-        copy cut short by a crash then fails its own signature, and is not restored)."""
+        """`copy_state` on an object store: the files are read once, and signed from those bytes;
+        the backup is one object, a zip of them with their signature, written before the live
+        signature (each is whole, and either matches the files it names)."""
         names = [storage.basename(p) for p in state_files(self.path)]
         blobs = {n: storage.read_bytes(storage.join(self.path, n)) for n in names if n != signing.MANIFEST}
         signature = tuple(sorted((name, hashlib.sha256(data).hexdigest()) for name, data in blobs.items()))
@@ -126,14 +126,7 @@ class StateBackup(Callback):
         manifest = {
             name: signing.mac_of(self.key, data) for name, data in blobs.items() if name not in signing.UNSIGNED
         }
+        storage.write_bytes(storage.join(self.path, BACKUP_DIR, BUNDLE), bundle(blobs, manifest))
         signing.write_manifest(self.path, manifest)
-        backup = storage.join(self.path, BACKUP_DIR)
-        for stale in state_files(backup):
-            if storage.basename(stale) not in blobs:
-                storage.remove(stale)
-        for name, data in blobs.items():
-            if name != signing.MANIFEST:
-                storage.write_bytes(storage.join(backup, name), data)
-        signing.write_manifest(backup, manifest)
         self.last_signature = signature
         return True

@@ -96,7 +96,7 @@ def test_a_folder_on_s3_is_signed_and_its_signed_backup_put_back(s3, tmp_path, m
 
     from study import signing, storage
     from study.errors import StudyError
-    from study.experiment_state import BACKUP_DIR
+    from study.experiment_state import signed_bundle
     from study.run import check_signature
     from study.state_backup import StateBackup
 
@@ -107,7 +107,7 @@ def test_a_folder_on_s3_is_signed_and_its_signed_backup_put_back(s3, tmp_path, m
     for name, data in files.items():
         storage.write_bytes(storage.join(exp, name), data)
     assert StateBackup(exp).copy_state()
-    assert signing.problems(exp) == [] and signing.problems(storage.join(exp, BACKUP_DIR)) == []
+    assert signing.problems(exp) == [] and set(signed_bundle(exp)) == {*files, signing.MANIFEST}
 
     storage.write_bytes(storage.join(exp, state), b'{"trial_data": [], "saved": "after the signature"}')
     check_signature(exp)
