@@ -61,8 +61,8 @@ PROBE_CONNECT_S = 3
 
 
 @functools.cache
-def probe(bucket_uri: str) -> None:
-    """Raise a one-line StudyError unless the bucket's endpoint answers; once per bucket and query."""
+def probe(bucket_uri: str) -> str | None:
+    """Why the bucket's endpoint does not answer, or None when it does; once per bucket and query."""
     fs, bucket = pyarrow.fs.FileSystem.from_uri(bucket_uri)
     rebuild, (options,) = fs.__reduce__()
     retries = pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=1)
@@ -70,7 +70,8 @@ def probe(bucket_uri: str) -> None:
     try:
         quick.get_file_info(bucket)
     except OSError as exc:
-        raise StudyError(f"{bucket_uri}: cannot reach this storage ({reason(exc, limit=240)})") from None
+        return reason(exc, limit=240)
+    return None
 
 
 def filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
@@ -80,7 +81,9 @@ def filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
     except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, OSError) as exc:
         raise StudyError(f"{uri}: cannot open this storage path ({reason(exc)})") from None
     if isinstance(fs, pyarrow.fs.S3FileSystem):
-        probe(urllib.parse.urlsplit(uri)._replace(path="", fragment="").geturl())
+        failed = probe(urllib.parse.urlsplit(normalize(uri))._replace(path="", fragment="").geturl())
+        if failed:
+            raise StudyError(f"{uri}: cannot reach this storage ({failed})")
     return fs, path
 
 

@@ -298,6 +298,11 @@ CASES = [
         lambda folder: ["export", folder, "--out", os.path.join(write(folder, "afile", "x"), "model.pt")],
     ),
     Case("`--data-dir` that is a file", "afile is a file; expected a folder", data_dir_is_a_file),
+    Case(
+        "an s3:// storage whose endpoint does not answer",
+        "cannot reach this storage (When getting information for bucket 'b'",
+        lambda folder: ["analyze", "s3://b/results/exp?endpoint_override=127.0.0.1:9&scheme=http"],
+    ),
 ]
 
 
