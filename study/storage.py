@@ -62,16 +62,17 @@ PROBE_CONNECT_S = 3
 
 @functools.cache
 def probe(bucket_uri: str) -> str | None:
-    """Why the bucket's endpoint does not answer, or None when it does; once per bucket and query."""
+    """Why the bucket cannot be used (its endpoint does not answer, or it does not exist), or None
+    when it can; asked once per bucket and query."""
     fs, bucket = pyarrow.fs.FileSystem.from_uri(bucket_uri)
     rebuild, (options,) = fs.__reduce__()
     retries = pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=1)
     quick = rebuild({**options, "retry_strategy": retries, "connect_timeout": PROBE_CONNECT_S})
     try:
-        quick.get_file_info(bucket)
+        found = quick.get_file_info(bucket).type != pyarrow.fs.FileType.NotFound
     except OSError as exc:
-        return reason(exc, limit=240)
-    return None
+        return f"cannot reach this storage ({reason(exc, limit=240)})"
+    return None if found else f"no bucket {bucket!r} at this endpoint; create it first"
 
 
 def filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
@@ -83,7 +84,7 @@ def filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
     if isinstance(fs, pyarrow.fs.S3FileSystem):
         failed = probe(urllib.parse.urlsplit(normalize(uri))._replace(path="", fragment="").geturl())
         if failed:
-            raise StudyError(f"{uri}: cannot reach this storage ({failed})")
+            raise StudyError(f"{uri}: {failed}")
     return fs, path
 
 

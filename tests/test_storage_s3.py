@@ -68,6 +68,7 @@ def uri(s3, path: str) -> str:
 
 def test_paths_keep_the_query_and_reach_the_server(s3):
     from study import storage
+    from study.errors import StudyError
 
     results = uri(s3, "results")
     exp = storage.join(results, "tiny-20261207-101500")
@@ -76,6 +77,8 @@ def test_paths_keep_the_query_and_reach_the_server(s3):
     storage.write_text(storage.join(exp, "study.yaml"), "name: tiny\n")
     assert storage.read_text(storage.join(exp, "study.yaml")) == "name: tiny\n"
     assert storage.runs_of(results, "tiny") == [exp]
+    with pytest.raises(StudyError, match=r"^s3://nosuch/results\?endpoint_override=.*: no bucket 'nosuch' at this"):
+        storage.list_dir(f"s3://nosuch/results?{s3[1]}")
 
 
 @pytest.mark.parametrize("command", ["analyze", "resume", "run"])
