@@ -226,11 +226,11 @@ def print_environments(paths: Sequence[str]) -> None:
 
     envs = {p: load_environment(p) for p in paths}
     for path, env in envs.items():
-        name = os.path.basename(path.rstrip("/"))
+        name = storage.basename(path)
         print(f"environment of {name}: " + (summary(env) if env else "not recorded (no environment.json)"))
         for record in (env or {}).get("resumes", []):
             print(f"  resumed {record.get('time')}: {summary(record)}")
-    recorded = {os.path.basename(p.rstrip("/")): e for p, e in envs.items() if e}
+    recorded = {storage.basename(p): e for p, e in envs.items() if e}
     differ = differences(recorded)
     if differ:
         print("warning: these experiments were made by different code or packages: " + "; ".join(differ))
