@@ -468,6 +468,8 @@ CASES = [
         "predict: an EPS file named .png",
         "photo.png: not an image in a format read here (PNG, JPEG, BMP, GIF, TIFF, WEBP)",
         predict_with(EPS, "photo.png"),
+    ),
+    Case(
         "an s3:// storage whose endpoint does not answer",
         "cannot reach this storage (When getting information for bucket 'b'",
         lambda folder: ["analyze", "s3://b/results/exp?endpoint_override=127.0.0.1:9&scheme=http"],

@@ -55,6 +55,7 @@ def test_catalogue_case_is_one_line_exit_2_and_writes_nothing(case, tmp_path):
     assert files_under(tmp_path) == before  # nothing written, nothing half-made
 
 
+@pytest.mark.slow  # a `study validate` subprocess each, timed from outside
 @pytest.mark.parametrize("what", COSTLY)
 def test_costly_inputs_are_refused_in_seconds(what, write_yaml):
     """Each is checked in linear time or refused by its size, before anything grows with it."""

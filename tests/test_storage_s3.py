@@ -28,6 +28,9 @@ def answers(port: int) -> bool:
         return False
 
 
+pytestmark = pytest.mark.slow  # every test here talks to a moto server the module starts
+
+
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 with one bucket; yields the bucket's URI root and query."""
@@ -128,7 +131,6 @@ SPACE = TINY.replace("space:", "scheduler: {type: fifo}\nspace:").replace(
 )
 
 
-@pytest.mark.slow
 def test_a_study_on_s3_runs_resumes_after_sigkill_and_analyzes_and_exports(s3, write_yaml, tmp_path):
     """The promises of local storage, on s3://: a driver killed mid-study resumes in one step,
     signed (no --trust), losing no epoch; the result analyses and exports from the bucket."""
