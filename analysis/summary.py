@@ -109,7 +109,7 @@ def write_table(
 
 
 def summarize_experiments(
-    paths: Sequence[str], out: str | None = None, plots: bool = True, pool: bool = False
+    paths: Sequence[str], out: str | None = None, plots: bool = True, pool: bool = False, echo: bool = True
 ) -> dict[str, pd.DataFrame]:
     """Build, write and print every table (and plot) for the experiments at `paths`."""
     # --out is the user's own choice of folder; the default inside an experiment is made without
@@ -147,13 +147,16 @@ def summarize_experiments(
         "effects": display_effects(built["effects"]),
     }
     for name, table in built.items():
-        print(write_table(table, out, name, titles[name], displays.get(name)))
-    built.update(summarize_searches(frame, out, plots))
+        markdown = write_table(table, out, name, titles[name], displays.get(name))
+        if echo:  # `study run --quiet` writes the tables and says where
+            print(markdown)
+    built.update(summarize_searches(frame, out, plots, echo))
     storage.write_file(os.path.join(out, "results.csv"), frame.to_csv(index=False))
     if plots:
         for experiment in frame["experiment"].unique():
             path = learning_curves(frame, experiment, os.path.join(out, plot_file_name(experiment)))
-            print(f"learning curves: {path}")
+            if echo:
+                print(f"learning curves: {path}")
     print_environments(paths)
     note = unsigned_note(frame)
     if note:
@@ -176,7 +179,7 @@ def unsigned_note(frame: pd.DataFrame) -> str | None:
     )
 
 
-def summarize_searches(frame: pd.DataFrame, out: str, plots: bool) -> dict[str, pd.DataFrame]:
+def summarize_searches(frame: pd.DataFrame, out: str, plots: bool, echo: bool = True) -> dict[str, pd.DataFrame]:
     """For experiments that sample fields (random or Optuna search): best configurations,
     importance (as optuna-dashboard computes it), Optuna's slice and parallel-coordinate plots, and optuna.db."""
     from study.analysis import search
@@ -194,7 +197,8 @@ def summarize_searches(frame: pd.DataFrame, out: str, plots: bool) -> dict[str, 
             notes.append(f"{group['experiment'].iloc[0]}: {note}")
         if plots:
             for path in search.search_plots(study, out, str(group["experiment"].iloc[0])):
-                print(f"search plot: {path}")
+                if echo:
+                    print(f"search plot: {path}")
     built = {
         "best_configurations": pd.concat(best, ignore_index=True),
         "importance": pd.concat(importance, ignore_index=True)[["experiment", "parameter", "importance", "n_trials"]],
@@ -205,7 +209,9 @@ def summarize_searches(frame: pd.DataFrame, out: str, plots: bool) -> dict[str, 
         "over the n_trials trials that reached max_t)",
     }
     for name, table in built.items():
-        print(write_table(table, out, name, titles[name], notes=notes if name == "importance" else ()))
+        markdown = write_table(table, out, name, titles[name], notes=notes if name == "importance" else ())
+        if echo:
+            print(markdown)
     path = search.write_study_file(searches, os.path.join(out, "optuna.db"))
     print(
         f"Optuna study (trials, states, per-epoch values): {path}; view it with "
@@ -220,11 +226,11 @@ def print_environments(paths: Sequence[str]) -> None:
 
     envs = {p: load_environment(p) for p in paths}
     for path, env in envs.items():
-        name = os.path.basename(path.rstrip("/"))
+        name = storage.basename(path)
         print(f"environment of {name}: " + (summary(env) if env else "not recorded (no environment.json)"))
         for record in (env or {}).get("resumes", []):
             print(f"  resumed {record.get('time')}: {summary(record)}")
-    recorded = {os.path.basename(p.rstrip("/")): e for p, e in envs.items() if e}
+    recorded = {storage.basename(p): e for p, e in envs.items() if e}
     differ = differences(recorded)
     if differ:
         print("warning: these experiments were made by different code or packages: " + "; ".join(differ))

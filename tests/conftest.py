@@ -47,8 +47,21 @@ def fast_tests_start_no_ray_and_no_subprocess(request, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError(f"{request.node.name} starts Ray or a subprocess: mark it @pytest.mark.slow")
 
-    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    popen = subprocess.Popen.__init__
+
+    def popen_or_refuse(self, command, *args, **kwargs):
+        program = command if isinstance(command, str | bytes | os.PathLike) else command[0]
+        if os.path.basename(os.fsdecode(program)) in LIBRARY_PROBES:  # a library's own look at the machine
+            return popen(self, command, *args, **kwargs)
+        refuse()
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", popen_or_refuse)
     monkeypatch.setattr("ray.init", refuse)
+
+
+# Programs libraries run on their own when first imported (torch's CUDA path finder runs ldconfig):
+# not a test starting a subprocess.
+LIBRARY_PROBES = {"ldconfig", "ldconfig.real", "uname"}
 
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: a real download that fails at once
