@@ -46,7 +46,6 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.1em; margin-top: 2em; }
 table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0; }
 th, td { border: 1px solid #bbb; padding: 2px 6px; text-align: left; vertical-align: top; }
 th { background: #eee; }
-td, th { overflow-wrap: anywhere; }
 figure { margin: 1.5em 0; } img { max-width: 100%; height: auto; }
 figcaption { color: #444; font-size: 12px; }
 @media print {
@@ -54,6 +53,7 @@ figcaption { color: #444; font-size: 12px; }
   body { margin: 0; max-width: none; font-size: 11px; }
   .scroll { overflow: visible; }
   table { width: 100%; font-size: 8px; page-break-inside: auto; }
+  td, th { overflow-wrap: anywhere; }  /* a wide table wraps within the page, never cut at its edge */
   thead { display: table-header-group; }
   tr, figure, img { page-break-inside: avoid; break-inside: avoid; }
   h2 { page-break-after: avoid; break-after: avoid; }

@@ -95,10 +95,23 @@ window.addEventListener("load", () => {
     images: [...document.images].map(i => ({data: i.src.startsWith("data:image/png;base64,"), complete: i.complete,
       width: i.naturalWidth, shown: i.getBoundingClientRect().width})),
     problems,
+    page_width: document.documentElement.scrollWidth,
+    window_width: window.innerWidth,
   });
   document.body.appendChild(probe);
 });
 </script>"""
+
+
+def probe(page: str, path, *args: str) -> dict:
+    """What Chromium renders of `page` (written to `path` with the probe; the page's own policy
+    allows no script, the copy allows the probe's)."""
+    import json
+
+    page = page.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';")
+    path.write_text(page.replace("<head>", "<head>\n" + PROBE, 1))
+    dom = chromium("--virtual-time-budget=5000", *args, "--dump-dom", path.as_uri()).stdout
+    return json.loads(html.unescape(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1)))
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess:
@@ -108,8 +121,6 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_the_report_renders_every_table_and_plot_in_headless_chromium(ray_session, run_cli, write_yaml, tmp_path):
-    import json
-
     from PIL import Image
 
     if shutil.which("chromium") is None:
@@ -137,19 +148,21 @@ def test_the_report_renders_every_table_and_plot_in_headless_chromium(ray_sessio
     dark = sum(image.histogram()[:200])  # pixels of text, rules and plots
     assert dark > 0.01 * image.size[0] * image.size[1]
 
-    # A copy with the probe (the page's policy allows no script: the copy allows the probe's).
     page = report.read_text()
     assert "<script" not in page
-    page = page.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';")
-    probed = tmp_path / "probed.html"
-    probed.write_text(page.replace("<head>", "<head>\n" + PROBE, 1))
-    dom = chromium("--virtual-time-budget=5000", "--dump-dom", probed.as_uri()).stdout
-    found = json.loads(html.unescape(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1)))
+    found = probe(page, tmp_path / "probed.html")
     assert found["problems"] == []
     assert found["tables"] == len(tables) and sorted(found["rows"]) == sorted(tables)
     assert len(found["images"]) == len(pngs)
     for img in found["images"]:
         assert img["data"] and img["complete"] and img["width"] > 0 and img["shown"] > 0
+    # Printed: with the print rules applied, nothing is wider than an A4 page (about 700 px inside
+    # its margins at 96 dpi): wide tables wrap and plots shrink instead of being cut at the edge.
+    printed = probe(page.replace("@media print", "@media all"), tmp_path / "printed.html", "--window-size=700,1000")
+    assert printed["problems"] == [] and printed["page_width"] <= printed["window_width"] == 700
+    pdf = tmp_path / "report.pdf"
+    chromium(f"--print-to-pdf={pdf}", "--no-pdf-header-footer", report.as_uri())
+    assert pdf.read_bytes().startswith(b"%PDF") and re.findall(rb"/Type\s*/Page(?!s)", pdf.read_bytes())
     # Each embedded image is the PNG the analysis wrote.
     sources = [attrs["src"] for tag, attrs in parse(report.read_text()) if tag == "img"]
     written = sorted(base64.b64encode(open(path, "rb").read()).decode() for path in pngs)
