@@ -63,12 +63,19 @@ def style() -> Iterator[Any]:
         yield plt
 
 
-def log_ticks(axis: Any) -> None:
-    """Readable labels on a log axis: at 1, 2 and 5 of each decade, as 0.002 rather than 2x10^-3
-    (matplotlib labels all nine minor ticks of a short range, on top of each other)."""
+def log_ticks(axis: Any, low: float, high: float) -> None:
+    """Readable labels on a log axis from `low` to `high`: at 1, 2 and 5 of each decade over a short
+    range, 1 and 3 over a longer one, each decade over a long one (more would overlap); written as
+    0.002 rather than 2x10^-3."""
+    import math
+
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    decades = math.log10(high / low)
+    subs = (1.0, 2.0, 5.0) if decades <= 1.5 else (1.0, 3.0) if decades <= 3.2 else (1.0,)
+    if decades < 0.5:  # too short for 1, 2 and 5 to fall in it
+        subs = tuple(float(n) for n in range(1, 10))
+    axis.set_major_locator(LogLocator(subs=subs))
     axis.set_major_formatter(FormatStrFormatter("%g"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -125,7 +132,7 @@ def draw_curves(plt: Any, frame: pd.DataFrame, experiment: str) -> Any:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         if scale is None:
             ax.set_yscale("log")
-            log_ticks(ax.yaxis)
+            log_ticks(ax.yaxis, *ax.get_ylim())
     # Below the panels, off the curves: a legend inside a panel hides the points it lies on.
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(

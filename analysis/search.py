@@ -300,9 +300,13 @@ def slice_figure(study: Any, experiment: str) -> Any:
             )
             if getattr(dist, "log", False):
                 ax.set_xscale("log")
-                log_ticks(ax.xaxis)
-            elif isinstance(dist, d.IntDistribution):
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.set_xlim(dist.low / 1.15, dist.high * 1.15)  # the searched range, so that it has ticks
+                log_ticks(ax.xaxis, *ax.get_xlim())
+            elif not isinstance(dist, d.CategoricalDistribution):
+                pad = 0.05 * (dist.high - dist.low) or 0.5
+                ax.set_xlim(dist.low - pad, dist.high + pad)
+                if isinstance(dist, d.IntDistribution):
+                    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel(axis_label(study, field))
         axes[0].set_ylabel(metric)
         if points is not None:
