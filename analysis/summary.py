@@ -196,7 +196,7 @@ def summarize_searches(
     frame: pd.DataFrame, out: str, plots: bool, contents: Contents | None = None
 ) -> dict[str, pd.DataFrame]:
     """For experiments that sample fields (random or Optuna search): best configurations,
-    importance (as optuna-dashboard computes it), Optuna's slice and parallel-coordinate plots, and optuna.db.
+    importance (as optuna-dashboard computes it), slice and parallel-coordinate plots, and optuna.db.
     Tables and plots are added to `contents` for the report."""
     from study.analysis import search
 
