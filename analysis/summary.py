@@ -170,7 +170,7 @@ def summarize_experiments(
         environments + ([note] if note else []),
         os.path.abspath(out),
         contents.tables,
-        read_images(contents.images),
+        read_images(sorted(contents.images, key=lambda p: not os.path.basename(p).startswith("curves_"))),
     )
     storage.write_file(os.path.join(out, "report.html"), page)
     print(f"tables (Markdown + CSV): {out}")
