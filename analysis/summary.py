@@ -113,7 +113,7 @@ def write_table(
 
 
 def summarize_experiments(
-    paths: Sequence[str], out: str | None = None, plots: bool = True, pool: bool = False
+    paths: Sequence[str], out: str | None = None, plots: bool = True, pool: bool = False, echo: bool = True
 ) -> dict[str, pd.DataFrame]:
     """Build, write and print every table (and plot) for the experiments at `paths`."""
     # --out is the user's own choice of folder; the default inside an experiment is made without
@@ -152,14 +152,17 @@ def summarize_experiments(
     }
     contents = Contents()
     for name, table in built.items():
-        print(write_table(table, out, name, titles[name], displays.get(name), contents=contents))
-    built.update(summarize_searches(frame, out, plots, contents))
+        markdown = write_table(table, out, name, titles[name], displays.get(name), contents=contents)
+        if echo:  # `study run --quiet` writes the tables and says where
+            print(markdown)
+    built.update(summarize_searches(frame, out, plots, contents, echo))
     storage.write_file(os.path.join(out, "results.csv"), frame.to_csv(index=False))
     if plots:
         for experiment in frame["experiment"].unique():
             path = learning_curves(frame, experiment, os.path.join(out, plot_file_name(experiment)))
             contents.images.append(path)
-            print(f"learning curves: {path}")
+            if echo:
+                print(f"learning curves: {path}")
     environments = environment_lines(paths)
     print("\n".join(environments))
     note = unsigned_note(frame)
@@ -193,7 +196,7 @@ def unsigned_note(frame: pd.DataFrame) -> str | None:
 
 
 def summarize_searches(
-    frame: pd.DataFrame, out: str, plots: bool, contents: Contents | None = None
+    frame: pd.DataFrame, out: str, plots: bool, contents: Contents | None = None, echo: bool = True
 ) -> dict[str, pd.DataFrame]:
     """For experiments that sample fields (random or Optuna search): best configurations,
     importance (as optuna-dashboard computes it), slice and parallel-coordinate plots, and optuna.db.
@@ -215,7 +218,8 @@ def summarize_searches(
             for path in search.search_plots(study, out, str(group["experiment"].iloc[0])):
                 if contents is not None:
                     contents.images.append(path)
-                print(f"search plot: {path}")
+                if echo:
+                    print(f"search plot: {path}")
     built = {
         "best_configurations": pd.concat(best, ignore_index=True),
         "importance": pd.concat(importance, ignore_index=True)[["experiment", "parameter", "importance", "n_trials"]],
@@ -226,9 +230,11 @@ def summarize_searches(
         "over the n_trials trials that reached max_t)",
     }
     for name, table in built.items():
-        print(
-            write_table(table, out, name, titles[name], notes=notes if name == "importance" else (), contents=contents)
+        markdown = write_table(
+            table, out, name, titles[name], notes=notes if name == "importance" else (), contents=contents
         )
+        if echo:
+            print(markdown)
     path = search.write_study_file(searches, os.path.join(out, "optuna.db"))
     print(
         f"Optuna study (trials, states, per-epoch values): {path}; view it with "
@@ -244,11 +250,11 @@ def environment_lines(paths: Sequence[str]) -> list[str]:
     lines = []
     envs = {p: load_environment(p) for p in paths}
     for path, env in envs.items():
-        name = os.path.basename(path.rstrip("/"))
+        name = storage.basename(path)
         lines.append(f"environment of {name}: " + (summary(env) if env else "not recorded (no environment.json)"))
         for record in (env or {}).get("resumes", []):
             lines.append(f"  resumed {record.get('time')}: {summary(record)}")
-    recorded = {os.path.basename(p.rstrip("/")): e for p, e in envs.items() if e}
+    recorded = {storage.basename(p): e for p, e in envs.items() if e}
     differ = differences(recorded)
     if differ:
         lines.append("warning: these experiments were made by different code or packages: " + "; ".join(differ))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from typing import Any
 from study.errors import StudyError, reason
 from study.schema import CHECKPOINT_FILE
 from study.signing import CHECKPOINT_SIGNATURE, META_FILE  # meta.json: {"epoch", "config_key", "history"}
-from study.storage import is_uri, json_lines
+from study.storage import is_uri, json_lines, read_bytes
 
 CHECKPOINT_SHARE = 0.05  # checkpoint_every 0 (auto): writing stays at or under this share of training
 
@@ -199,7 +200,10 @@ def read_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
     import torch
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        source = io.BytesIO(read_bytes(path)) if is_uri(path) else path  # s3://...: through pyarrow
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except StudyError:
+        raise  # the storage itself: unreachable, say
     except Exception as exc:  # truncated zip, foreign pickle, missing file: all mean "corrupt"
         raise StudyError(
             f"{path}: corrupt checkpoint ({reason(exc, 100)}); delete that checkpoint_* folder "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import numbers
 import types
@@ -104,15 +105,21 @@ def check_value(hint: Any, value: Any, prefix: str) -> Any:
 
 def scalar_fields(cls: type) -> dict[str, Any]:
     """Field name -> type hint, for the fields `parse_dataclass` checks itself."""
+    return {name: hint for name, (hint, _) in field_checks(cls).items()}
+
+
+@functools.cache
+def field_checks(cls: type) -> dict[str, tuple[Any, Check | None]]:
+    """Field name -> (type hint, constraint), once per class: get_type_hints evaluates every
+    annotation anew on each call, the bulk of checking a config."""
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return {f.name: (hints[f.name], f.metadata.get("check")) for f in dataclasses.fields(cls)}
 
 
 def check_field(cls: type, key: str, value: Any, at: str) -> Any:
     """Type-check and constrain one field of `cls`; `at` is the "source: key: " prefix."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    checked = check_value(typing.get_type_hints(cls)[key], value, at)
-    check = fields[key].metadata.get("check")
+    hint, check = field_checks(cls)[key]
+    checked = check_value(hint, value, at)
     if check is not None and checked is not None:
         expected = check(checked)
         if expected:
@@ -142,7 +149,7 @@ def parse_dataclass(
         raw = {}
     if not isinstance(raw, Mapping):
         raise StudyError(f"{where(source, section)}expected a mapping of keys, got {raw!r}")
-    known = [f.name for f in dataclasses.fields(cls)]
+    known = list(field_checks(cls))
     values: dict[str, Any] = {}
     for key, value in raw.items():
         at = where(source, label or (f"{section}.{key}" if section else str(key)))

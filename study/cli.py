@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the newest run of this file (or --name) instead of starting anew",
     )
     add_trust_arg(run)
+    add_quiet_arg(run)
 
     resume = sub.add_parser("resume", help="continue an interrupted experiment from its folder")
     resume.add_argument("experiment", metavar="EXPERIMENT_DIR", help="the folder `study run` printed")
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_cluster_args(resume, storage=False)
     add_trust_arg(resume)
+    add_quiet_arg(resume)
 
     validate = sub.add_parser("validate", help="check search-space files without running anything")
     validate.add_argument("spaces", nargs="+", metavar="SPACE")
@@ -80,10 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", metavar="MODEL", help="a file written by `study export`")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size; resized to 32x32)")
     predict.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
+    predict.add_argument(
+        "--format",
+        choices=("text", "json", "csv"),
+        default="text",
+        help="text (default): a line per image; json: a list of {path, top: [{class, probability}]}; "
+        "csv: a row per image, class_1, probability_1, ...",
+    )
 
     sub.add_parser("models", help="list the model registry")
     sub.add_parser("datasets", help="list the dataset registry")
     return parser
+
+
+def add_quiet_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="for logs and job schedulers: no status table, one line per trial as it ends, and the tables "
+        "written but not printed (where they are is)",
+    )
 
 
 def add_trust_arg(p: argparse.ArgumentParser) -> None:
@@ -232,22 +250,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = 0
     finished = [plan for plan in plans if plan.path is not None and run.all_finished(plan.path, plan.spec)]
     for plan in finished:  # --resume of a finished study: its tables, as `study resume` gives them
-        failed += print_finished(plan.path)
+        failed += print_finished(plan.path, args.quiet)
     plans = [plan for plan in plans if all(plan is not done for done in finished)]
     if not plans:
         return EXIT_TRIALS_FAILED if failed else EXIT_OK
     resources = run.connect_and_size(plans, args.address, args.autoscale)
     for i, (plan, trial_resources) in enumerate(zip(plans, resources, strict=True)):
         if plan.path is not None:  # --resume
-            outcome = run.resume_experiment(plan.path, trial_resources, args.command_line, plan.spec, args.trust)
+            outcome = run.resume_experiment(
+                plan.path, trial_resources, args.command_line, plan.spec, args.trust, args.quiet
+            )
         else:
-            outcome = run.run_experiment(plan, trial_resources, args.command_line)
+            outcome = run.run_experiment(plan, trial_resources, args.command_line, args.quiet)
         if outcome.stopped_by is not None:
             release()  # now, not at exit: none of the study's processes outlives it
             return stopped(outcome)
         if i == len(plans) - 1:
             release()  # the tables need no Ray
-        failed += print_outcome(outcome)
+        failed += print_outcome(outcome, args.quiet)
     return EXIT_TRIALS_FAILED if failed else EXIT_OK
 
 
@@ -265,31 +285,31 @@ def cmd_resume(args: argparse.Namespace) -> int:
         spec = run.grown(spec, args.num_samples, path)
     run.check_resumable(path, args.trust)
     if run.all_finished(path, spec):
-        return EXIT_TRIALS_FAILED if print_finished(path) else EXIT_OK
+        return EXIT_TRIALS_FAILED if print_finished(path, args.quiet) else EXIT_OK
     prepare_inputs(spec)
     (resources,) = run.connect_and_size([run.Plan(spec, storage.parent(path), path)], args.address, args.autoscale)
-    outcome = run.resume_experiment(path, resources, args.command_line, spec, args.trust)
+    outcome = run.resume_experiment(path, resources, args.command_line, spec, args.trust, args.quiet)
     if outcome.stopped_by is not None:
         release()  # now, not at exit: none of the study's processes outlives it
         return stopped(outcome)
     release()
-    return EXIT_TRIALS_FAILED if print_outcome(outcome) else EXIT_OK
+    return EXIT_TRIALS_FAILED if print_outcome(outcome, args.quiet) else EXIT_OK
 
 
-def print_finished(path: str) -> int:
+def print_finished(path: str, quiet: bool = False) -> int:
     """A resume of a study whose every trial had finished: no Ray, no resume record, its tables."""
     from study.run import Outcome
 
     print(f"[study] every trial of {path} had finished; nothing to resume. Its tables:", file=sys.stderr)
-    return print_outcome(Outcome(path, 0, None))
+    return print_outcome(Outcome(path, 0, None), quiet)
 
 
-def print_outcome(outcome) -> int:
-    """The tables of a finished experiment, and how many trials failed."""
+def print_outcome(outcome, quiet: bool = False) -> int:
+    """The tables of a finished experiment (with `quiet`, written but not printed), and how many trials failed."""
     from study.analysis import summarize_experiments
 
     try:
-        summarize_experiments([outcome.path], out=None, plots=True)
+        summarize_experiments([outcome.path], out=None, plots=True, echo=not quiet)
     except StudyError as exc:  # e.g. every trial failed before its first epoch
         print(f"[study] no tables: {exc}", file=sys.stderr)
     if outcome.failed_trials:
@@ -344,6 +364,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
     from study.export import classify, load_model, read_images
 
     if args.top < 1:
@@ -351,9 +374,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, info = load_model(args.model)
     probs = classify(model, info, read_images(args.images))
     top = probs.topk(min(args.top, probs.shape[1]), dim=1)
-    for path, values, indices in zip(args.images, top.values.tolist(), top.indices.tolist(), strict=True):
-        ranked = ", ".join(f"{info['classes'][i]} {p:.3f}" for p, i in zip(values, indices, strict=True))
-        print(f"{path}: {ranked}")
+    ranked = [
+        [(info["classes"][i], p) for p, i in zip(values, indices, strict=True)]
+        for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]
+    if args.format == "json":  # a list of objects: each image's path and its top classes, best first
+        rows = [
+            {"path": path, "top": [{"class": c, "probability": p} for c, p in classes]}
+            for path, classes in zip(args.images, ranked, strict=True)
+        ]
+        print(json.dumps(rows, indent=2))
+    elif args.format == "csv":  # one row per image: path, then class and probability for each rank
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        k = len(ranked[0])
+        writer.writerow(["path", *[f"{what}_{r}" for r in range(1, k + 1) for what in ("class", "probability")]])
+        for path, classes in zip(args.images, ranked, strict=True):
+            writer.writerow([path, *[v for c, p in classes for v in (c, f"{p:.6f}")]])
+    else:
+        for path, classes in zip(args.images, ranked, strict=True):
+            print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in classes))
     return EXIT_OK
 
 

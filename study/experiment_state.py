@@ -5,44 +5,57 @@ driver killed during that write leaves a truncated file that neither `Tuner.rest
 analysis can read, and the whole study looks lost although every trial's checkpoints are intact.
 `study.state_backup.StateBackup` keeps a copy of the last state that parsed; `repair_state` puts
 it back before a resume, and an analysis reads it in place of the live file (`state_to_read`),
-never changing the folder. Local folders only.
+never changing the folder. On a URI (s3://...) an object is replaced whole, never cut short, so
+there is nothing to repair; the signed copy is still kept (one zip, see `bundle`), and put back
+when Tune's state is newer than its signature (see `study.run.check_signature`).
 """
 
 from __future__ import annotations
 
 import glob
+import hmac
+import io
 import json
 import os
 import shutil
 import sys
 import time
+import zipfile
 from typing import Any
 
-from study import storage
+from study import signing, storage
 from study.errors import StudyError
 from study.storage import is_uri
 
 BACKUP_DIR = ".study-state-backup"
+BUNDLE = "state.zip"  # the backup on a URI, inside BACKUP_DIR (see `bundle`)
 STATE_GLOB = "experiment_state-*.json"
 
 
 def state_files(experiment_path: str) -> list[str]:
     """The experiment folder's own files (state, search state, tuner.pkl), not the trial folders."""
+    if is_uri(experiment_path):
+        return [storage.join(experiment_path, n) for n, is_dir in storage.list_dir(experiment_path) if not is_dir]
     return sorted(p for p in glob.glob(os.path.join(experiment_path, "*")) if os.path.isfile(p))
 
 
 def readable(path: str) -> bool:
-    """Whole, as far as can be told without unpickling. JSON must parse. A pickle (Ray writes some
-    under .json names too) must be non-empty and end with pickle's STOP opcode ("."), which a
-    write under way (Ray truncates, then writes) lacks."""
+    """Whole, as far as can be told without unpickling (see `whole`)."""
     try:
+        if is_uri(path):
+            return whole(storage.basename(path), storage.read_bytes(path))
         with open(path, "rb") as f:
-            data = f.read()
+            return whole(path, f.read())
     except OSError:
         return False
+
+
+def whole(name: str, data: bytes) -> bool:
+    """JSON must parse. A pickle (Ray writes some under .json names too) must be non-empty and end
+    with pickle's STOP opcode ("."), which a write under way (Ray truncates, then writes) lacks."""
     if data[:1] == b"\x80":  # pickle protocol 2 and later
         return data.endswith(b".")
-    if path.endswith((".json", ".pkl")):
+    if name.endswith((".json", ".pkl")):
         try:
             json.loads(data)
         except ValueError:  # empty, cut short, or an unrecognised pickle
@@ -56,6 +69,9 @@ def restore_backup(experiment_path: str) -> None:
     Top-level files the backup does not hold are moved aside to `.study-set-aside/`, not
     deleted: Ray would otherwise pick up a newer (or planted) state file beside the restored one.
     """
+    if is_uri(experiment_path):
+        restore_backup_uri(experiment_path)
+        return
     backup = os.path.join(experiment_path, BACKUP_DIR)
     kept = {os.path.basename(p) for p in state_files(backup)}
     for p in state_files(experiment_path):
@@ -67,6 +83,46 @@ def restore_backup(experiment_path: str) -> None:
     for name in sorted(os.listdir(backup)):
         if os.path.isfile(os.path.join(backup, name)):
             shutil.copy2(os.path.join(backup, name), experiment_path)
+
+
+def bundle(files: dict[str, bytes], manifest: dict[str, str]) -> bytes:
+    """The backup on a URI: one zip of the state files and their signature, uploaded as one
+    object, so that it is always whole (an object store has no folder rename)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in sorted(files.items()):
+            z.writestr(name, data)
+        z.writestr(signing.MANIFEST, json.dumps(manifest, indent=1))
+    return out.getvalue()
+
+
+def signed_bundle(experiment_path: str) -> dict[str, bytes] | None:
+    """The backup bundle's files (its signature among them) if each matches that signature under
+    this user's key; None when it is missing, unreadable, or does not match."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(storage.read_bytes(storage.join(experiment_path, BACKUP_DIR, BUNDLE)))) as z:
+            files = {name: z.read(name) for name in z.namelist()}
+        manifest = json.loads(files[signing.MANIFEST])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    key = signing.secret_key()
+    names = sorted(set(files) - {signing.MANIFEST})
+    if not isinstance(manifest, dict) or sorted(manifest) != [n for n in names if n not in signing.UNSIGNED]:
+        return None
+    if not all(hmac.compare_digest(str(manifest[n]), signing.mac_of(key, files[n])) for n in manifest):
+        return None
+    return files
+
+
+def restore_backup_uri(experiment_path: str) -> None:
+    """`restore_backup` on an object store, from the signed bundle: copies and deletes."""
+    files = signed_bundle(experiment_path) or {}
+    for p in state_files(experiment_path):
+        name = storage.basename(p)
+        if name not in files and name not in ("environment.json", ".validate_storage_marker"):
+            storage.move(p, storage.join(experiment_path, ".study-set-aside", name))
+    for name, data in sorted(files.items(), key=lambda item: item[0] == signing.MANIFEST):  # signature last
+        storage.write_bytes(storage.join(experiment_path, name), data)
 
 
 def repair_state(experiment_path: str, settle_s: float = 2.0) -> bool:

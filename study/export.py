@@ -52,7 +52,7 @@ def newest_checkpoint(trial_dir: str, trust: bool = False) -> str:
     names = sorted(n for n, is_dir in storage.list_dir(trial_dir) if is_dir and n.startswith("checkpoint_"))
     if not names:
         raise StudyError(f"{trial_dir}: the trial has no checkpoint to export")
-    return os.path.join(trial_dir, names[-1], CHECKPOINT_FILE)
+    return storage.join(trial_dir, names[-1], CHECKPOINT_FILE)
 
 
 def export_checkpoint(

@@ -1,4 +1,5 @@
-"""A Tune callback that prints trial-epochs done and an ETA beside Ray's own progress table."""
+"""What a running study prints: trial-epochs done and an ETA beside Ray's status table, or with
+`--quiet`, one line per trial as it ends instead of the table."""
 
 from __future__ import annotations
 
@@ -80,3 +81,32 @@ class EtaCallback(Callback):
                 left = elapsed / (self.done - self.done_at_start) * max(0, self.planned - self.done)
                 text += f", elapsed {format_seconds(elapsed)}, ETA <= {format_seconds(left)}"
         return text
+
+
+class TrialEndLines(Callback):
+    """--quiet: one line per trial as it ends (its name, epochs, the metric), in place of Ray's
+    status table, for logs and job schedulers.
+
+    Args:
+        metric: the study's metric, shown at the trial's last epoch.
+        planned_trials: trials in the study, for "k of N ended".
+    """
+
+    def __init__(self, metric: str, planned_trials: int) -> None:
+        self.metric, self.planned = metric, planned_trials
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.say(trials, trial, "ended")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.say(trials, trial, "failed")
+
+    def say(self, trials: list, trial: Any, how: str) -> None:
+        result = trial.last_result or {}
+        value = result.get(self.metric)
+        shown = f"{self.metric} {value:.4f}" if isinstance(value, int | float) else f"no {self.metric}"
+        ended = 1 + sum(t.status in ("TERMINATED", "ERROR") for t in trials if t is not trial)  # it, and those before
+        print(
+            f"[study] {trial} {how} after {result.get('epoch', 0)} epoch(s), {shown} ({ended} of {self.planned} ended)",
+            flush=True,
+        )

@@ -7,6 +7,7 @@ arguments and prints; everything between lives here.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import json
 import os
@@ -203,21 +204,19 @@ def check_resumable(path: str, trust: bool) -> None:
     this user's `study run` unless `trust` (see `study.signing`), as must every checkpoint an
     unfinished trial may continue from; and every trial's checkpoint must load.
     """
-    if storage.is_uri(path):
-        if not trust:
-            raise StudyError(
-                f"{path}: experiments on a URI are not signed, and resuming unpickles Ray's state; "
-                "if this is your own run, pass --trust"
-            )
-        return
-    storage.refuse_links_in_experiment(path)  # before anything, a restore of the backup included
-    if not glob.glob(os.path.join(path, STATE_GLOB)):
+    uri = storage.is_uri(path)
+    if not uri:
+        storage.refuse_links_in_experiment(path)  # before anything, a restore of the backup included
+    states = [n for n, is_dir in storage.list_dir(path) if not is_dir and fnmatch.fnmatch(n, STATE_GLOB)]
+    if not states:
         raise StudyError(
             f"{path}: no Tune experiment state in it (the run stopped before its first trial started); "
             "nothing to resume: delete the folder and run the file again"
         )
     if not trust:  # first: a file that is cut short or planted must not be "repaired" into trust
         check_signature(path)
+    if uri:
+        return  # objects are replaced whole: nothing cut short to repair; checkpoints load in the trials
     repair_state(path)
     from study.checkpoints import unsigned_to_resume, verify_checkpoints
 
@@ -250,10 +249,8 @@ def check_signature(path: str) -> None:
     are newer than their signature (a driver killed between Tune's save and the signing), the
     signed backup copy of them (at most a second older) is put back, and the resume says so.
     """
-    import fnmatch
-
     from study import signing
-    from study.experiment_state import BACKUP_DIR, restore_backup
+    from study.experiment_state import BACKUP_DIR, restore_backup, signed_bundle
 
     def tune_state(name: str) -> bool:
         return any(fnmatch.fnmatch(name, pattern) for pattern in TUNE_STATE_FILES)
@@ -263,8 +260,12 @@ def check_signature(path: str) -> None:
     if not found:
         return
     stale_state = all(why.startswith("does not match") and tune_state(name) for name, why in found)
-    backup = os.path.join(path, BACKUP_DIR)
-    if stale_state and os.path.isdir(backup) and not signing.problems(backup):
+    if storage.is_uri(path):
+        backup_whole = signed_bundle(path) is not None
+    else:
+        backup = os.path.join(path, BACKUP_DIR)
+        backup_whole = os.path.isdir(backup) and not signing.problems(backup)
+    if stale_state and backup_whole:
         restore_backup(path)
         if not signing.problems(path):
             names = ", ".join(name for name, _ in found)
@@ -277,11 +278,11 @@ def check_signature(path: str) -> None:
     name, why = found[0]
     if name == SPEC_FILE:
         raise StudyError(
-            f"{os.path.join(path, name)}: {why}; a resume runs the study as it was saved (Ray keeps its own "
+            f"{storage.join(path, name)}: {why}; a resume runs the study as it was saved (Ray keeps its own "
             "copy), so an edit would be ignored: undo it, or run the edited file as a new study"
         )
     raise StudyError(
-        f"{os.path.join(path, name)}: {why}; refusing to resume, since Ray would unpickle the folder's "
+        f"{storage.join(path, name)}: {why}; refusing to resume, since Ray would unpickle the folder's "
         "state: if you wrote this folder, or have read it and trust it, pass --trust"
     )
 
@@ -327,8 +328,9 @@ def connect_and_size(plans: Sequence[Plan], address: str | None, autoscale: bool
         raise
 
 
-def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[str]) -> Outcome:
-    """Create the experiment folder (exclusively), record spec and environment, and run it."""
+def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[str], quiet: bool = False) -> Outcome:
+    """Create the experiment folder (exclusively), record spec and environment, and run it
+    (`quiet`: a line per trial as it ends, not Ray's status table)."""
     from study.cluster import warn_if_local_storage
     from study.tuner import make_tuner
 
@@ -340,11 +342,16 @@ def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[st
     banner(plan.spec, path, resources)
     storage.write_text(storage.join(path, SPEC_FILE), plan.spec.text)
     write_environment(path, command, plan.spec)
-    return fit(make_tuner(plan.spec, path, resources), path)
+    return fit(make_tuner(plan.spec, path, resources, quiet), path)
 
 
 def resume_experiment(
-    path: str, resources: dict[str, float], command: Sequence[str], spec: StudySpec, trust: bool = False
+    path: str,
+    resources: dict[str, float],
+    command: Sequence[str],
+    spec: StudySpec,
+    trust: bool = False,
+    quiet: bool = False,
 ) -> Outcome:
     """Continue an interrupted experiment through Ray's own `Tuner.restore`; with a `spec` of more
     samples than the saved one, add trials to its optuna search and save the grown study.yaml.
@@ -352,7 +359,7 @@ def resume_experiment(
     from study.tuner import restore_tuner
 
     set_state_save_period(spec.num_trials())
-    tuner = restore_tuner(path, resources, spec, trust)  # before anything is read or written: it may refuse
+    tuner = restore_tuner(path, resources, spec, trust, quiet)  # before anything is read or written: it may refuse
     saved_samples = read_spec(path).num_samples
     grows = spec.num_samples != saved_samples
     banner(spec, path, resources, resumed=True)
@@ -415,13 +422,13 @@ def fit(tuner: Any, path: str) -> Outcome:
             results = tuner.fit()
         except KeyboardInterrupt:  # a second signal: stopped at once; the state of the last save stays
             return Outcome(path, 0, received[0] if received else signal.SIGINT, at_once=True)
-    if not storage.is_uri(path):
-        from study.state_backup import StateBackup
+    from study.state_backup import StateBackup
 
-        # Tune's final save came after the last step's signature and backup: sign it, and keep it
-        # as the backup too (a damaged state file of a finished study then loses nothing).
-        if not StateBackup(path).copy_state():
-            signing.sign(path)
+    # Tune's final save came after the last step's signature and backup: sign it, and keep it
+    # as the backup too (a damaged state file of a finished study then loses nothing).
+    if not StateBackup(path).copy_state():
+        signing.sign(path)
+    if not storage.is_uri(path):
         signing.sign_all_results(path)  # every trial's params.json and result.json, as they ended
     return Outcome(path, results.num_errors, received[0] if received else None)  # from statuses
 
@@ -537,6 +544,17 @@ def checkpoint_size_mb(cfg: Any, num_classes: int = 100) -> float:
 def checkpoint_disk(spec: StudySpec) -> tuple[float, float]:
     """(largest checkpoint in MB, most disk the study's checkpoints hold at once in GB): every
     trial keeping `keep_checkpoints` of its own size (sampled fields at their largest bound)."""
-    sizes = [checkpoint_size_mb(cfg) for cfg in spec.trial_configs(bound="high")]
+    known: dict[tuple, float] = {}  # one model per architecture and optimizer, not per grid point
+    sizes = []
+    for cfg in spec.trial_configs(bound="high"):
+        key = (
+            cfg.model,
+            tuple(cfg.model_kwargs(weights_from_checkpoint=True).items()),
+            cfg.optimizer,
+            cfg.momentum > 0,
+        )
+        if key not in known:
+            known[key] = checkpoint_size_mb(cfg)
+        sizes.append(known[key])
     samples = spec.num_trials() / max(1, len(sizes))  # num_samples repeats of the grid
     return max(sizes), samples * sum(sizes) * spec.keep_checkpoints / 1024

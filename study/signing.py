@@ -11,6 +11,9 @@ The manifest (`.study-signature.json`) maps each top-level file of the experimen
 MAC. Files that no one unpickles and that a resume rewrites (environment.json, Ray's storage
 marker, the running driver's lock) are left out; every other file must be listed and match, so a planted extra pickle fails.
 
+A folder on a URI (s3://...) is signed the same way, through pyarrow (`study.storage`): each
+object is written whole, so the manifest there needs no rename.
+
 Checkpoints and results are signed with the same key, each bound to its trial (folder name):
 the trial signs each checkpoint as it writes it (`signature.json` beside `trainer.pt` and
 `meta.json`, bound to the epoch too), and the driver signs each trial's `result.json` and
@@ -84,12 +87,20 @@ def existing_key() -> bytes | None:
 
 
 def signed_files(folder: str) -> list[str]:
+    if storage.is_uri(folder):
+        return sorted(name for name, is_dir in storage.list_dir(folder) if not is_dir and name not in UNSIGNED)
     return sorted(
         name for name in os.listdir(folder) if os.path.isfile(os.path.join(folder, name)) and name not in UNSIGNED
     )
 
 
+def mac_of(key: bytes, data: bytes) -> str:
+    return hmac.new(key, data, digestmod=hashlib.sha256).hexdigest()
+
+
 def mac(key: bytes, path: str) -> str:
+    if storage.is_uri(path):
+        return mac_of(key, storage.read_bytes(path))
     digest = hmac.new(key, digestmod=hashlib.sha256)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -100,18 +111,20 @@ def mac(key: bytes, path: str) -> str:
 def sign(folder: str, key: bytes | None = None) -> None:
     """Write the manifest for the folder's files as they are now (through a rename: never half)."""
     key = key or secret_key()
-    from study.storage import write_file
+    manifest = {name: mac(key, storage.join(folder, name)) for name in signed_files(folder)}
+    write_manifest(folder, manifest)
 
-    manifest = {name: mac(key, os.path.join(folder, name)) for name in signed_files(folder)}
-    write_file(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=1))
+
+def write_manifest(folder: str, manifest: dict[str, str]) -> None:
+    """The manifest, written whole (locally through a temporary name; never through a link)."""
+    storage.write_text(storage.join(folder, MANIFEST), json.dumps(manifest, indent=1))
 
 
 def problems(folder: str, key: bytes | None = None) -> list[tuple[str, str]]:
     """(file, why) for every file whose signature does not hold; [] when the folder is as signed."""
     key = key or secret_key()
     try:
-        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
-            manifest = json.load(f)
+        manifest = json.loads(storage.read_text(storage.join(folder, MANIFEST)))
     except FileNotFoundError:
         return [(MANIFEST, "missing (not signed by this user's `study run`)")]
     except (OSError, ValueError):
@@ -119,13 +132,14 @@ def problems(folder: str, key: bytes | None = None) -> list[tuple[str, str]]:
     if not isinstance(manifest, dict):
         return [(MANIFEST, "unreadable")]
     found = []
-    for name in signed_files(folder):
+    names = signed_files(folder)
+    for name in names:
         expected = manifest.get(name)
         if not isinstance(expected, str):
             found.append((name, "not signed"))
-        elif not hmac.compare_digest(expected, mac(key, os.path.join(folder, name))):
+        elif not hmac.compare_digest(expected, mac(key, storage.join(folder, name))):
             found.append((name, "does not match its signature (changed since, or signed by another user)"))
-    found += [(name, "signed but missing") for name in manifest if not os.path.isfile(os.path.join(folder, name))]
+    found += [(name, "signed but missing") for name in manifest if name not in names and name not in UNSIGNED]
     return found
 
 

@@ -31,6 +31,12 @@ METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_l
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}$")  # one path component, never "." or ".."
 MAX_TRIALS = 100_000
+# Values in one grid or choice list. Each is checked as a config value, and a grid's values are
+# each a set of trials: a hand-written search lists tens.
+MAX_VALUES = 10_000
+# Grid points x variants: each is built and checked as a whole TrialConfig before Ray starts
+# (and sized for `study validate`), so this bounds those checks to about a second.
+MAX_CONFIGS = 10_000
 
 
 def safe_name(value: Any) -> str | None:
@@ -407,14 +413,19 @@ def parse_domain(key: str, value: Any, source: str) -> Any:
     if not isinstance(args, list) or not args:
         raise StudyError(f"{where(source, label)}expected a non-empty list, got {args!r}")
     if kind in ("grid", "choice"):
+        if len(args) > MAX_VALUES:
+            raise StudyError(f"{where(source, label)}{len(args)} values; at most {MAX_VALUES} in one list")
+        seen: set[tuple[str, Any]] = set()
         for v in args:
-            TrialConfig.from_dict({key: v}, source, label=label)
-        repeated = [v for i, v in enumerate(args) if v in args[:i]]
-        if kind == "grid" and repeated:  # the same trials twice, counted as if they were more
-            raise StudyError(
-                f"{where(source, label)}{repeated[0]!r} is listed twice; each value is one set of trials, "
-                "so a repeat would train the same trials again"
-            )
+            checked = getattr(TrialConfig.from_dict({key: v}, source, label=label), key)
+            # As the trial gets it (1 is 1.0 in a float field); the type keeps None apart from False.
+            canonical = (type(checked).__name__, checked)
+            if kind == "grid" and canonical in seen:  # the same trials twice, counted as if they were more
+                raise StudyError(
+                    f"{where(source, label)}{v!r} is listed twice; each value is one set of trials, "
+                    "so a repeat would train the same trials again"
+                )
+            seen.add(canonical)
         return Domain(kind, tuple(args))
     field_type = dataclasses.fields(TrialConfig)[TrialConfig.field_names().index(key)].type
     wanted = "int" if kind == "randint" else "float"
@@ -489,13 +500,20 @@ def check_spec(spec: StudySpec) -> None:
         raise StudyError(
             f"{where(src, 'resources.gpu')}fractions are for sharing one GPU; above 1 use a whole number, got {gpu}"
         )
+    # The sizes first: every check below builds each grid point.
+    if spec.num_trials() > MAX_TRIALS:
+        raise StudyError(f"{where(src, 'space')}{spec.num_trials()} trials; at most {MAX_TRIALS} in one study")
+    configs = spec.num_trials() // spec.num_samples
+    if configs > MAX_CONFIGS:
+        raise StudyError(
+            f"{where(src, 'space')}{configs} grid points x variants; at most {MAX_CONFIGS} in one study "
+            "(num_samples repeats them)"
+        )
     if spec.resources.gpu == 0 and spec.wants_cuda():
         raise StudyError(
             f"{where(src, 'space.device')}'cuda' needs a GPU in each trial, but resources.gpu is 0; "
             "use device auto or cpu, or give trials a GPU"
         )
-    if spec.num_trials() > MAX_TRIALS:
-        raise StudyError(f"{where(src, 'space')}{spec.num_trials()} trials; at most {MAX_TRIALS} in one study")
     better = "min" if spec.metric.endswith("_loss") else "max"
     if spec.mode != better:
         raise StudyError(

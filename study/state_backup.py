@@ -7,6 +7,7 @@ See `study.experiment_state` (why a copy) and `study.signing` (why a signature).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -18,8 +19,9 @@ from typing import Any
 
 from ray.tune import Callback
 
-from study import signing
-from study.experiment_state import BACKUP_DIR, readable, state_files
+from study import signing, storage
+from study.errors import StudyError
+from study.experiment_state import BACKUP_DIR, BUNDLE, bundle, readable, state_files, whole
 from study.storage import is_uri
 
 # The folder of the experiment this driver is running, set around Tune's fit by `running_in`. A
@@ -42,7 +44,7 @@ class StateBackup(Callback):
     """After Tune's step (which saves the state), copy the folder's files if the state parses.
 
     Args:
-        experiment_path: the experiment folder; a URI (s3://...) turns the backup off.
+        experiment_path: the experiment folder, local or a URI (s3://...).
         every_s: at most one copy per this many seconds.
     """
 
@@ -69,13 +71,13 @@ class StateBackup(Callback):
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.path = _running_in or self.path  # this run's folder, wherever the pickle was made
         now = time.monotonic()
-        if is_uri(self.path) or now - self.last_copy < self.every_s or not os.path.isdir(self.path):
+        if now - self.last_copy < self.every_s or not (is_uri(self.path) or os.path.isdir(self.path)):
             return
         self.last_copy = now
         try:
             self.copy_state()
             signing.sign_all_results(self.path, self.key, self.results_seen)
-        except OSError as exc:  # a full disk, say: the study goes on; the previous copy stays
+        except (OSError, StudyError) as exc:  # a full disk, a bucket gone: the study goes on; the previous copy stays
             if not self.warned:
                 print(
                     f"[study] warning: could not back up the experiment state ({exc}); the study goes on",
@@ -86,6 +88,8 @@ class StateBackup(Callback):
     def copy_state(self) -> bool:
         """Sign the folder and copy its state files to the backup; False if they were unchanged or
         did not parse (nothing done)."""
+        if is_uri(self.path):
+            return self.copy_state_uri()
         files = state_files(self.path)
         signature = tuple((p, os.path.getmtime(p), os.path.getsize(p)) for p in files)
         states = [p for p in files if os.path.basename(p).startswith("experiment_state-")]
@@ -110,5 +114,23 @@ class StateBackup(Callback):
             os.replace(old, retired)
         os.replace(staging, old)  # the backup is always either the old or the new complete copy
         shutil.rmtree(retired, ignore_errors=True)
+        self.last_signature = signature
+        return True
+
+    def copy_state_uri(self) -> bool:
+        """`copy_state` on an object store: the files are read once, and signed from those bytes;
+        the backup is one object, a zip of them with their signature, written before the live
+        signature (each is whole, and either matches the files it names)."""
+        names = [storage.basename(p) for p in state_files(self.path)]
+        blobs = {n: storage.read_bytes(storage.join(self.path, n)) for n in names if n != signing.MANIFEST}
+        signature = tuple(sorted((name, hashlib.sha256(data).hexdigest()) for name, data in blobs.items()))
+        states = [name for name in blobs if name.startswith("experiment_state-")]
+        if signature == self.last_signature or not states or not all(whole(n, d) for n, d in blobs.items()):
+            return False
+        manifest = {
+            name: signing.mac_of(self.key, data) for name, data in blobs.items() if name not in signing.UNSIGNED
+        }
+        storage.write_bytes(storage.join(self.path, BACKUP_DIR, BUNDLE), bundle(blobs, manifest))
+        signing.write_manifest(self.path, manifest)
         self.last_signature = signature
         return True

@@ -7,11 +7,13 @@ file, list the runs of a study, and create an experiment folder that no other ru
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import re
 import secrets
 import tempfile
+import urllib.parse
 
 import pyarrow
 import pyarrow.fs
@@ -30,23 +32,61 @@ def normalize(path: str) -> str:
     return path if is_uri(path) else os.path.abspath(os.path.expanduser(path))
 
 
+# A URI's path is joined and split on its own: the query (pyarrow's
+# `?endpoint_override=host:port&scheme=http`) stays at the end, where pyarrow reads it.
+
+
 def join(storage: str, *parts: str) -> str:
-    return "/".join([storage.rstrip("/"), *parts])
+    if not is_uri(storage):
+        return "/".join([storage.rstrip("/"), *parts])
+    url = urllib.parse.urlsplit(storage)
+    return urllib.parse.urlunsplit(url._replace(path="/".join([url.path.rstrip("/"), *parts])))
 
 
 def basename(path: str) -> str:
+    if is_uri(path):
+        path = urllib.parse.urlsplit(path).path
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def parent(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[0]
+    if not is_uri(path):
+        return path.rstrip("/").rsplit("/", 1)[0]
+    url = urllib.parse.urlsplit(path)
+    return urllib.parse.urlunsplit(url._replace(path=url.path.rstrip("/").rsplit("/", 1)[0]))
+
+
+# An S3 endpoint that does not answer costs pyarrow's retries, seconds per call; the probe has
+# none and a short connect timeout, so a wrong endpoint is one line at once.
+PROBE_CONNECT_S = 3
+
+
+@functools.cache
+def probe(bucket_uri: str) -> str | None:
+    """Why the bucket cannot be used (its endpoint does not answer, or it does not exist), or None
+    when it can; asked once per bucket and query."""
+    fs, bucket = pyarrow.fs.FileSystem.from_uri(bucket_uri)
+    rebuild, (options,) = fs.__reduce__()
+    retries = pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=1)
+    quick = rebuild({**options, "retry_strategy": retries, "connect_timeout": PROBE_CONNECT_S})
+    try:
+        found = quick.get_file_info(bucket).type != pyarrow.fs.FileType.NotFound
+    except OSError as exc:
+        return f"cannot reach this storage ({reason(exc, limit=240)})"
+    return None if found else f"no bucket {bucket!r} at this endpoint; create it first"
 
 
 def filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """pyarrow's file system and path for a folder or URI; an S3 endpoint is probed once first."""
     try:
-        return pyarrow.fs.FileSystem.from_uri(normalize(uri))
+        fs, path = pyarrow.fs.FileSystem.from_uri(normalize(uri))
     except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, OSError) as exc:
         raise StudyError(f"{uri}: cannot open this storage path ({reason(exc)})") from None
+    if isinstance(fs, pyarrow.fs.S3FileSystem):
+        failed = probe(urllib.parse.urlsplit(normalize(uri))._replace(path="", fragment="").geturl())
+        if failed:
+            raise StudyError(f"{uri}: {failed}")
+    return fs, path
 
 
 def exists(uri: str) -> bool:
@@ -132,18 +172,37 @@ def write_file(path: str, data: str | bytes, root: str | None = None) -> None:
 
 
 def write_text(uri: str, text: str) -> None:
-    """Write a small file whole: a local one through `write_file`, a URI's through pyarrow."""
+    """Write a small file whole (see `write_bytes`)."""
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a small file whole: a local one through `write_file` (never through a link), a URI's
+    through pyarrow (an object store's object appears whole when its upload ends)."""
     if not is_uri(uri):
-        write_file(uri, text)
+        write_file(uri, data)
         return
     fs, path = filesystem(uri)
     with fs.open_output_stream(path) as f:
-        f.write(text.encode())
+        f.write(data)
+
+
+def remove(uri: str) -> None:
+    fs, path = filesystem(uri)
+    fs.delete_file(path)
+
+
+def move(source: str, target: str) -> None:
+    """Move a file (on an object store: a copy, then a delete)."""
+    fs, path = filesystem(source)
+    fs.move(path, filesystem(target)[1])
 
 
 def check_writable(storage: str, flag: str = "--storage-path") -> None:
-    """A local storage path must be a folder this user can write; checked before Ray starts."""
+    """A local storage path must be a folder this user can write, and a URI's endpoint must
+    answer; checked before Ray starts."""
     if is_uri(storage):
+        filesystem(storage)
         return
     existing = storage
     while not os.path.exists(existing):

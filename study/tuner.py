@@ -16,7 +16,7 @@ from study.asha import ResumableASHA
 from study.config import TrialConfig
 from study.entry import train_trial
 from study.errors import StudyError, reason
-from study.progress import EtaCallback
+from study.progress import EtaCallback, TrialEndLines
 from study.schema import META_KEY, VARIANT_KEY
 from study.space import Domain, StudySpec, is_sampled
 from study.state_backup import StateBackup
@@ -44,8 +44,10 @@ class VariantValue:
     def __init__(self, values: dict[str, Any], otherwise: Any) -> None:
         self.values, self.otherwise = values, otherwise
 
-    def __call__(self, spec: Any) -> Any:
-        return self.values.get(spec.config[VARIANT_KEY], self.otherwise)
+    def __call__(self, given: Any) -> Any:
+        # Tune's variant generator passes the spec ({"config": ...}); its placeholder resolver the config.
+        config = given["config"] if "config" in given else given
+        return self.values.get(config[VARIANT_KEY], self.otherwise)
 
 
 def param_space(spec: StudySpec) -> dict[str, Any]:
@@ -284,8 +286,26 @@ def quiet_tune_noise() -> None:
             logging.getLogger(name).addFilter(drop)
 
 
-def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float]) -> tune.Tuner:
-    """A new Tuner writing into `experiment_path` (storage folder / run name)."""
+def progress(spec: StudySpec, quiet: bool) -> list[Any]:
+    """What a running study prints beside Tune's own output: an ETA line, or with `quiet` a line per
+    trial as it ends (Ray's status table is then off: verbose 0)."""
+    if quiet:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose 0 of this output is silent; the newer one boxes
+        return [TrialEndLines(spec.metric, spec.num_trials())]
+    return [EtaCallback(spec.num_trials(), spec.max_epochs())]
+
+
+def make_quiet(tuner: tune.Tuner, spec: StudySpec) -> None:
+    """--quiet for a restored Tuner: no status table, a line per trial as it ends. Tuner.restore
+    takes no RunConfig, so the restored one is changed in place (Ray's private TunerInternal)."""
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.verbose, run_config.progress_reporter = 0, None
+    kept = [c for c in run_config.callbacks or [] if not isinstance(c, EtaCallback | TrialEndLines)]
+    run_config.callbacks = kept + progress(spec, quiet=True)
+
+
+def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float], quiet: bool = False) -> tune.Tuner:
+    """A new Tuner writing into `experiment_path` (storage folder / run name); `quiet`: see `progress`."""
     quiet_tune_noise()
     return tune.Tuner(
         make_trainable(resources, experiment_path, spec.keep_checkpoints, spec.stop_epochs()),
@@ -308,11 +328,11 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
             storage_path=parent(experiment_path),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=tune_keep(experiment_path, spec.keep_checkpoints)),
-            verbose=1,  # the status table only (see progress_reporter)
-            progress_reporter=progress_reporter(spec),
+            verbose=0 if quiet else 1,  # the status table only (see progress_reporter)
+            progress_reporter=None if quiet else progress_reporter(spec),
             callbacks=[
                 StateBackup(experiment_path),
-                EtaCallback(spec.num_trials(), spec.max_epochs()),
+                *progress(spec, quiet),
                 *result_loggers(spec.tensorboard),
             ],
         ),
@@ -320,7 +340,7 @@ def make_tuner(spec: StudySpec, experiment_path: str, resources: dict[str, float
 
 
 def restore_tuner(
-    experiment_path: str, resources: dict[str, float], spec: StudySpec, trust: bool = False
+    experiment_path: str, resources: dict[str, float], spec: StudySpec, trust: bool = False, quiet: bool = False
 ) -> tune.Tuner:
     """Ray's own restore: finished trials stay finished, the rest continue from their checkpoints."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the saved CLIReporter, not a config box per trial
@@ -339,6 +359,8 @@ def restore_tuner(
         ) from None
     if spec.search.type == "optuna":
         grow_search(tuner, spec.num_samples)
+    if quiet:
+        make_quiet(tuner, spec)
     return tuner
 
 

@@ -65,6 +65,24 @@ ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 )
 
 
+def values(n: int, first: int = 1) -> str:
+    return "[" + ", ".join(str(first + i) for i in range(n)) + "]"
+
+
+# Inputs that once took minutes to check (quadratic duplicate checks, every grid point built).
+COSTLY = {
+    "a 100,000-option choice": tiny_with("lr: {choice: [" + ", ".join(f"{i}e-7" for i in range(1, 100_001)) + "]}"),
+    "a 100,000-value grid": tiny_with(f"seed: {{grid: {values(100_000, 0)}}}"),
+    "a 15,000-option choice": tiny_with("lr: {choice: [" + ", ".join(f"{i}e-7" for i in range(1, 15_001)) + "]}"),
+    "a grid of 8,000,000 points": TINY.replace("channels: 8", f"channels: {{grid: {values(200)}}}")
+    .replace("fc_width: 32", f"fc_width: {{grid: {values(200)}}}")
+    .replace("space:", "resources: {gpu: 0}\nspace:")
+    + f"  seed: {{grid: {values(200, 0)}}}\n",
+    "a grid of 15,000 points": TINY.replace("channels: 8", f"channels: {{grid: {values(3)}}}")
+    + f"  seed: {{grid: {values(5000, 0)}}}\n",
+}
+
+
 def imagefolder(kind: str) -> Callable[[str], list[str]]:
     """An imagefolder with one broken image (or a single class), run through `--set data_dir`."""
 
@@ -241,6 +259,28 @@ CASES = [
     Case("YAML aliases (a 'billion laughs' bomb)", "aliases (*a) are not allowed", run_file(ALIAS_BOMB)),
     Case("a duplicate key", "line 10: duplicate key 'channels'", run_file(tiny_with("channels: 4096"))),
     Case("a file that is not UTF-8", "not UTF-8 text (byte 0xff at offset 6)", run_file(b"name: \xff\xfe\n")),
+    Case("a complex key", "line 2: a key must be a plain value, not a sequence", run_file("name: x\n? [a, b]\n: 1\n")),
+    Case("lists nested 1000 deep", "line 1: lists and mappings nested more than 32 deep", run_file("[" * 1000)),
+    Case(
+        "a 100,000-value grid",
+        "line 10: more than 20000 values; a search space needs far fewer",
+        run_file(COSTLY["a 100,000-value grid"]),
+    ),
+    Case(
+        "a 15,000-option choice",
+        "space.lr.choice: 15000 values; at most 10000 in one list",
+        run_file(COSTLY["a 15,000-option choice"]),
+    ),
+    Case(
+        "a grid of 8,000,000 points",
+        "space: 8000000 trials; at most 100000 in one study",
+        run_file(COSTLY["a grid of 8,000,000 points"]),
+    ),
+    Case(
+        "a grid of 15,000 points",
+        "space: 15000 grid points x variants; at most 10000 in one study",
+        run_file(COSTLY["a grid of 15,000 points"]),
+    ),
     Case(
         "a huge width",
         "space.channels: expected an integer >= 1 and <= 2048, got 1000000000",
@@ -428,6 +468,11 @@ CASES = [
         "predict: an EPS file named .png",
         "photo.png: not an image in a format read here (PNG, JPEG, BMP, GIF, TIFF, WEBP)",
         predict_with(EPS, "photo.png"),
+    ),
+    Case(
+        "an s3:// storage whose endpoint does not answer",
+        "cannot reach this storage (When getting information for bucket 'b'",
+        lambda folder: ["analyze", "s3://b/results/exp?endpoint_override=127.0.0.1:9&scheme=http"],
     ),
 ]
 

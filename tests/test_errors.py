@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from tests.conftest import UNREACHABLE
-from tests.error_catalogue import CASES, TINY, run_case
+from tests.error_catalogue import CASES, COSTLY, TINY, run_case
 
 
 def assert_bad_input(result, *fragments: str) -> None:
@@ -55,6 +55,20 @@ def test_catalogue_case_is_one_line_exit_2_and_writes_nothing(case, tmp_path):
     assert files_under(tmp_path) == before  # nothing written, nothing half-made
 
 
+@pytest.mark.slow  # a `study validate` subprocess each, timed from outside
+@pytest.mark.parametrize("what", COSTLY)
+def test_costly_inputs_are_refused_in_seconds(what, write_yaml):
+    """Each is checked in linear time or refused by its size, before anything grows with it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "study", "validate", write_yaml(COSTLY[what])],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    assert done.stderr.startswith("study: error: ") and ("at most" in done.stderr or "far fewer" in done.stderr)
+
+
 def test_scientific_notation_is_a_number_in_files_and_flags(write_yaml):
     from study.space import load_spec
 
@@ -88,7 +102,8 @@ def test_pretrained_weights_missing_offline(run_cli, write_yaml, tmp_path, monke
     real = api.load_state_dict_from_url
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(api, "load_state_dict_from_url", lambda url, *a, **k: real(f"{UNREACHABLE}/x.pth", *a, **k))
-    space = write_yaml(TINY.replace("model: cnn", "model: resnet18\n  pretrained: true"))
+    resnet = TINY.replace("  channels: 8\n", "").replace("  fc_width: 32\n", "")  # cnn fields: refused for resnet18
+    space = write_yaml(resnet.replace("model: cnn", "model: resnet18\n  pretrained: true"))
     result = run_cli("run", space, "--storage-path", str(tmp_path / "r"))
     assert_bad_input(result, "resnet18 pretrained=true", "resnet18-f37072fd.pth", "pretrained: false")
     assert not (tmp_path / "r").exists()

@@ -356,3 +356,51 @@ def test_a_finished_optuna_search_grows_by_resume_and_by_run_resume(ray_session,
     assert code == 0, err
     assert len(trial_states(sorted(glob.glob(str(path / STATE_GLOB)))[-1])) == 6
     assert len(optuna.load_study(study_name="grow", storage=db).trials) == 6
+
+
+def test_predict_answers_as_text_json_or_csv_the_same_classes(run_cli, tmp_path):
+    """Scripts read predictions as JSON or CSV: the same top classes and probabilities as the text."""
+    import csv
+    import io
+
+    from PIL import Image
+
+    from tests.error_catalogue import exported_model
+
+    torch.save(exported_model(), tmp_path / "model.pt")
+    images = []
+    for i, color in enumerate(((255, 0, 0), (0, 0, 255))):
+        images.append(str(tmp_path / f"x{i}.png"))
+        Image.new("RGB", (40, 30), color).save(images[-1])
+    model = str(tmp_path / "model.pt")
+    code, text, err = run_cli("predict", model, *images, "--top", "2")
+    assert code == 0, err
+    code, as_json, err = run_cli("predict", model, *images, "--top", "2", "--format", "json")
+    assert code == 0, err
+    rows = json.loads(as_json)
+    assert [r["path"] for r in rows] == images and all(len(r["top"]) == 2 for r in rows)
+    for line, row in zip(text.splitlines(), rows, strict=True):
+        assert line == f"{row['path']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in row["top"])
+    code, as_csv, err = run_cli("predict", model, *images, "--top", "2", "--format", "csv")
+    assert code == 0, err
+    table = list(csv.DictReader(io.StringIO(as_csv)))
+    assert list(table[0]) == ["path", "class_1", "probability_1", "class_2", "probability_2"]
+    for record, row in zip(table, rows, strict=True):
+        assert record["path"] == row["path"] and record["class_1"] == row["top"][0]["class"]
+        assert float(record["probability_2"]) == pytest.approx(row["top"][1]["probability"], abs=1e-6)
+    assert run_cli("predict", model, *images, "--format", "xml")[0] == 2
+
+
+@pytest.mark.slow
+def test_quiet_prints_a_line_per_trial_and_where_the_tables_are(ray_session, run_cli, write_yaml, tmp_path):
+    space = write_yaml(QUICK)
+    code, out, err = run_cli("run", space, "--storage-path", str(tmp_path), "--name", "q", "--quiet")
+    assert code == 0, err
+    ended = [line for line in out.splitlines() if " ended after " in line]
+    assert len(ended) == 4 and all("val_acc 0." in line and "of 4 ended)" in line for line in ended), out
+    assert "Trial name" not in out and "Current time" not in out  # no status table
+    assert "## 1. Per variant" not in out and f"tables (Markdown + CSV): {tmp_path / 'q' / 'analysis'}" in out
+    assert (tmp_path / "q" / "analysis" / "per_variant.md").exists()
+    assert len(out.splitlines()) < 15, out
+    code, out, err = run_cli("resume", str(tmp_path / "q"), "--quiet")  # nothing left: the same short close
+    assert code == 0 and "## 1. Per variant" not in out and "tables (Markdown + CSV)" in out, out + err
