@@ -1,9 +1,12 @@
-"""Learning curves: validation and test accuracy (%), test and train loss against epoch; a line per variant, a band over seeds."""
+"""Plots in one style (STYLE); learning curves: validation and test accuracy (%), test and train loss
+against epoch, a line per variant, a band over seeds."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -34,10 +37,66 @@ def pyplot() -> Any:
     return plt
 
 
+# Every plot of the tool: white, light grid, the same fonts, whatever style another library set.
+STYLE = {
+    "figure.facecolor": "white",
+    "axes.facecolor": "white",
+    "savefig.facecolor": "white",
+    "axes.edgecolor": "#333333",
+    "axes.grid": True,
+    "grid.color": "#b0b0b0",
+    "grid.alpha": 0.4,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 8,
+}
+
+
+@contextlib.contextmanager
+def style() -> Iterator[Any]:
+    """pyplot inside the tool's one style (matplotlib's defaults plus STYLE)."""
+    plt = pyplot()
+    with plt.style.context("default"), plt.rc_context(STYLE):
+        yield plt
+
+
+def log_ticks(axis: Any, low: float, high: float) -> None:
+    """Readable labels on a log axis from `low` to `high`: at 1, 2 and 5 of each decade over a short
+    range, 1 and 3 over a longer one, each decade over a long one (more would overlap); written as
+    0.002 rather than 2x10^-3."""
+    import math
+
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    decades = math.log10(high / low)
+    subs = (1.0, 2.0, 5.0) if decades <= 1.5 else (1.0, 3.0) if decades <= 3.2 else (1.0,)
+    if decades < 0.5:  # too short for 1, 2 and 5 to fall in it
+        subs = tuple(float(n) for n in range(1, 10))
+    axis.set_major_locator(LogLocator(subs=subs))
+    axis.set_major_formatter(FormatStrFormatter("%g"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
     """Write one PNG for `experiment` to `path`: mean over seeds, band = min..max over seeds."""
     plt = pyplot()
-    from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
+    figure = curves_figure(frame, experiment)
+    save_figure(figure, path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def curves_figure(frame: pd.DataFrame, experiment: str) -> Any:
+    """The learning curves of `experiment`, a panel per metric, the legend below the panels."""
+    with style() as plt:
+        return draw_curves(plt, frame, experiment)
+
+
+def draw_curves(plt: Any, frame: pd.DataFrame, experiment: str) -> Any:
+    from matplotlib.ticker import MaxNLocator
 
     rows = frame[frame["experiment"] == experiment]
     panels = (  # (metric, title, scale: accuracy in % as in the tables, losses on a log axis)
@@ -47,7 +106,8 @@ def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
         ("train_loss", "train loss", None),
     )
     panels = tuple(p for p in panels if p[0] in rows and rows[p[0]].notna().any())
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.3 * len(panels), 4.2))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.3 * len(panels), 4.8), layout="constrained", squeeze=False)
+    axes = axes[0]
     styles = zip(itertools.cycle(("-", "--", ":", "-.")), itertools.cycle(("o", "s", "^", "D", "v")), strict=False)
     colors = itertools.cycle(plt.cm.tab10.colors)
     for variant, trials in rows.groupby("variant", sort=False):
@@ -69,19 +129,21 @@ def learning_curves(frame: pd.DataFrame, experiment: str, path: str) -> str:
             ax.fill_between(curve.index, curve["min"], curve["max"], color=color, alpha=0.15, lw=0)
     for ax, (_, title, scale) in zip(axes, panels, strict=True):
         ax.set(xlabel="epoch", ylabel=title, title=f"{experiment}: {title}")
-        ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         if scale is None:
             ax.set_yscale("log")
-            # Labels at 1, 2 and 5 of each decade only (all nine minor ticks labelled overlap).
-            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.5, 1, 2 rather than 2x10^0
-            ax.yaxis.set_minor_formatter(NullFormatter())
-    axes[0].legend(fontsize=8, title="mean over the trials at each epoch;\nband = their range", title_fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+            log_ticks(ax.yaxis, *ax.get_ylim())
+    # Below the panels, off the curves: a legend inside a panel hides the points it lies on.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=min(len(labels), 4),
+        title="mean over the trials at each epoch; band = their range",
+        title_fontsize=8,
+    )
+    return fig
 
 
 def save_figure(figure: Any, path: str, **kwargs: Any) -> None:

@@ -13,6 +13,7 @@ from study import storage
 from study.analysis import tables
 from study.analysis.load import load_environment, load_experiments
 from study.analysis.plots import learning_curves, plot_file_name
+from study.analysis.report import Contents, Table, read_images, report_html
 
 
 def load_reference() -> pd.DataFrame:
@@ -92,11 +93,14 @@ def write_table(
     title: str,
     display: pd.DataFrame | None = None,
     notes: Sequence[str] = (),
+    contents: Contents | None = None,
 ) -> str:
     """Write NAME.csv (raw numbers) and NAME.md (formatted, then `notes`, one a line, which stand in
-    for an empty table); return the Markdown for printing."""
+    for an empty table); add the same to `contents` for the report; return the Markdown for printing."""
     storage.write_file(os.path.join(out, f"{name}.csv"), df.to_csv(index=False))
     shown = (display if display is not None else df).map(fmt)
+    if contents is not None:
+        contents.tables.append(Table(title, shown, tuple(notes), EMPTY.get(name, "(no rows)")))
     if len(shown):
         body = [shown.to_markdown(index=False)]
     else:
@@ -146,22 +150,34 @@ def summarize_experiments(
         "per_variant": display_per_variant(built["per_variant"]),
         "effects": display_effects(built["effects"]),
     }
+    contents = Contents()
     for name, table in built.items():
-        markdown = write_table(table, out, name, titles[name], displays.get(name))
+        markdown = write_table(table, out, name, titles[name], displays.get(name), contents=contents)
         if echo:  # `study run --quiet` writes the tables and says where
             print(markdown)
-    built.update(summarize_searches(frame, out, plots, echo))
+    built.update(summarize_searches(frame, out, plots, contents, echo))
     storage.write_file(os.path.join(out, "results.csv"), frame.to_csv(index=False))
     if plots:
         for experiment in frame["experiment"].unique():
             path = learning_curves(frame, experiment, os.path.join(out, plot_file_name(experiment)))
+            contents.images.append(path)
             if echo:
                 print(f"learning curves: {path}")
-    print_environments(paths)
+    environments = environment_lines(paths)
+    print("\n".join(environments))
     note = unsigned_note(frame)
     if note:
         print(note)
+    page = report_html(
+        [str(e) for e in frame["experiment"].unique()],
+        environments + ([note] if note else []),
+        os.path.abspath(out),
+        contents.tables,
+        read_images(sorted(contents.images, key=lambda p: not os.path.basename(p).startswith("curves_"))),
+    )
+    storage.write_file(os.path.join(out, "report.html"), page)
     print(f"tables (Markdown + CSV): {out}")
+    print(f"report (one page, tables and plots): {os.path.join(out, 'report.html')}")
     return built
 
 
@@ -179,9 +195,12 @@ def unsigned_note(frame: pd.DataFrame) -> str | None:
     )
 
 
-def summarize_searches(frame: pd.DataFrame, out: str, plots: bool, echo: bool = True) -> dict[str, pd.DataFrame]:
+def summarize_searches(
+    frame: pd.DataFrame, out: str, plots: bool, contents: Contents | None = None, echo: bool = True
+) -> dict[str, pd.DataFrame]:
     """For experiments that sample fields (random or Optuna search): best configurations,
-    importance (as optuna-dashboard computes it), Optuna's slice and parallel-coordinate plots, and optuna.db."""
+    importance (as optuna-dashboard computes it), slice and parallel-coordinate plots, and optuna.db.
+    Tables and plots are added to `contents` for the report."""
     from study.analysis import search
 
     searches = [group for _, group in frame.groupby("experiment", sort=False) if search.searched_fields(group)]
@@ -197,6 +216,8 @@ def summarize_searches(frame: pd.DataFrame, out: str, plots: bool, echo: bool = 
             notes.append(f"{group['experiment'].iloc[0]}: {note}")
         if plots:
             for path in search.search_plots(study, out, str(group["experiment"].iloc[0])):
+                if contents is not None:
+                    contents.images.append(path)
                 if echo:
                     print(f"search plot: {path}")
     built = {
@@ -209,7 +230,9 @@ def summarize_searches(frame: pd.DataFrame, out: str, plots: bool, echo: bool = 
         "over the n_trials trials that reached max_t)",
     }
     for name, table in built.items():
-        markdown = write_table(table, out, name, titles[name], notes=notes if name == "importance" else ())
+        markdown = write_table(
+            table, out, name, titles[name], notes=notes if name == "importance" else (), contents=contents
+        )
         if echo:
             print(markdown)
     path = search.write_study_file(searches, os.path.join(out, "optuna.db"))
@@ -220,17 +243,19 @@ def summarize_searches(frame: pd.DataFrame, out: str, plots: bool, echo: bool = 
     return built
 
 
-def print_environments(paths: Sequence[str]) -> None:
+def environment_lines(paths: Sequence[str]) -> list[str]:
     """One line per experiment on what produced it, and what differs between them."""
     from study.environment import differences, summary
 
+    lines = []
     envs = {p: load_environment(p) for p in paths}
     for path, env in envs.items():
         name = storage.basename(path)
-        print(f"environment of {name}: " + (summary(env) if env else "not recorded (no environment.json)"))
+        lines.append(f"environment of {name}: " + (summary(env) if env else "not recorded (no environment.json)"))
         for record in (env or {}).get("resumes", []):
-            print(f"  resumed {record.get('time')}: {summary(record)}")
+            lines.append(f"  resumed {record.get('time')}: {summary(record)}")
     recorded = {storage.basename(p): e for p, e in envs.items() if e}
     differ = differences(recorded)
     if differ:
-        print("warning: these experiments were made by different code or packages: " + "; ".join(differ))
+        lines.append("warning: these experiments were made by different code or packages: " + "; ".join(differ))
+    return lines
