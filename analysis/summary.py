@@ -53,8 +53,8 @@ def display_per_variant(t: pd.DataFrame) -> pd.DataFrame:
     out["test_acc at at_epoch"] = [
         pct_pm(*r) for r in t[["test_acc", "test_std", "test_ci_low", "test_ci_high"]].itertuples(index=False)
     ]
-    out["test_acc at the epoch chosen by"] = t["selected_on"]
-    out["test_acc (chosen epoch)"] = [
+    out["epoch chosen by"] = t["selected_on"]
+    out["test_acc at that epoch"] = [
         pct_pm(*r)
         for r in t[["selected_test_acc", "selected_std", "selected_ci_low", "selected_ci_high"]].itertuples(index=False)
     ]
@@ -151,8 +151,11 @@ def summarize_experiments(
         "effects": display_effects(built["effects"]),
     }
     contents = Contents()
+    notes = {"per_variant": per_variant_notes(built["per_variant"])}
     for name, table in built.items():
-        markdown = write_table(table, out, name, titles[name], displays.get(name), contents=contents)
+        markdown = write_table(
+            table, out, name, titles[name], displays.get(name), notes=notes.get(name, ()), contents=contents
+        )
         if echo:  # `study run --quiet` writes the tables and says where
             print(markdown)
     built.update(summarize_searches(frame, out, plots, contents, echo))
@@ -179,6 +182,17 @@ def summarize_experiments(
     print(f"tables (Markdown + CSV): {out}")
     print(f"report (one page, tables and plots): {os.path.join(out, 'report.html')}")
     return built
+
+
+def per_variant_notes(t: pd.DataFrame) -> list[str]:
+    """What a row's mean at at_epoch stands for when trials ended before it (under ASHA)."""
+    if t.empty or not t["stopped_before"].fillna("").astype(bool).any():
+        return []
+    return [
+        "Where trials ended before at_epoch (ASHA stopped them), the mean at at_epoch is over the trials "
+        "that were kept, the better ones at each rung: it leans high, and rests on n configurations. Compare "
+        "variants in table 2 (one epoch that all reached), or run with --scheduler fifo for every trial to the end."
+    ]
 
 
 def unsigned_note(frame: pd.DataFrame) -> str | None:

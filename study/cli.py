@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_quiet_arg(resume)
 
     validate = sub.add_parser("validate", help="check search-space files without running anything")
-    validate.add_argument("spaces", nargs="+", metavar="SPACE")
+    validate.add_argument("spaces", nargs="+", metavar="SPACE", help="a search-space .yaml, or a folder of them")
     add_override_args(validate)
 
     analyze = sub.add_parser("analyze", help="tables and learning curves of finished or running experiments")
@@ -99,8 +99,8 @@ def add_quiet_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quiet",
         action="store_true",
-        help="for logs and job schedulers: no status table, one line per trial as it ends, and the tables "
-        "written but not printed (where they are is)",
+        help="for logs and job schedulers: no status table but one line per trial as it ends; the tables "
+        "are written, not printed, and their folder is named",
     )
 
 
@@ -117,8 +117,9 @@ def add_cluster_args(p: argparse.ArgumentParser, storage: bool = True) -> None:
     g = p.add_argument_group("where it runs")
     g.add_argument(
         "--cache-dir",
-        help="this machine's cache of decoded datasets (default $STUDY_CACHE_DIR, else "
-        "$XDG_CACHE_HOME/cifar-study, i.e. ~/.cache/cifar-study); never the data folder",
+        help="where this machine keeps decoded copies of datasets, memory-mapped by the trials (default "
+        "$STUDY_CACHE_DIR, else $XDG_CACHE_HOME/cifar-study/datasets, i.e. ~/.cache/cifar-study/datasets); "
+        "never written into --data-dir",
     )
     g.add_argument("--address", help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray)")
     if storage:
@@ -138,11 +139,16 @@ def add_override_args(parser: argparse.ArgumentParser) -> None:
     """The flags that replace a file's values: `study run` and `study validate` take the same."""
     over = parser.add_argument_group("overrides (replace the file's values, checked the same way)")
     over.add_argument("--dataset", help="dataset registry name, e.g. digits, synthetic, cifar100")
-    over.add_argument("--data-dir", help="where datasets are cached (default ~/.cache/cifar-study)")
+    over.add_argument(
+        "--data-dir",
+        help="where datasets are downloaded to or read from (CIFAR's archive; imagefolder's train/ and test/); "
+        "default ~/.cache/cifar-study",
+    )
     over.add_argument(
         "--metric",
-        help="what every selection reads (ASHA, search, best trial, export): val_acc (default), val_loss, or "
-        "test_acc / test_loss, marked 'selected on test' in the tables (with --set val_size=0: the report's protocol)",
+        help="what every selection reads (ASHA, search, best trial, export): val_acc (default), val_loss, "
+        "test_acc or test_loss (marked 'selected on test' in the tables; with --set val_size=0: the report's "
+        "protocol), train_acc or train_loss",
     )
     over.add_argument("--num-samples", type=int, help="repeats of the grid, or samples for random/optuna")
     over.add_argument(
