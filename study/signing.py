@@ -271,7 +271,8 @@ SIGNED, GROWN, FORGED, NOT_SIGNED = "signed", "grown", "forged", "not signed"  #
 def results_state(trial_dir: str, key: bytes | None) -> str:
     """A trial folder's (local or URI) results against this user's signature: SIGNED as signed;
     GROWN, rows appended after the signed ones; FORGED, what was signed changed (or another
-    trial's, or another user's key); NOT_SIGNED, no signature or no key to check it with."""
+    trial's, or another user's key); NOT_SIGNED, no signature, no key to check it with, or a
+    result.json shorter than what was signed (cut short by a crash: nothing left to check)."""
     record = read_signature(storage.join(trial_dir, RESULTS_SIGNATURE))
     size = record.get("result_bytes") if record else None
     if record is None or key is None or type(size) is not int or size < 0:
@@ -282,7 +283,9 @@ def results_state(trial_dir: str, key: bytes | None) -> str:
         result = read_head(storage.join(trial_dir, RESULT_FILES[1]), size + 1)
     except (OSError, StudyError):
         return FORGED
-    if len(result) < size or not hmac.compare_digest(results_mac(key, trial, params, result[:size]), record["mac"]):
+    if len(result) < size:  # cut short (a driver killed while Ray copied it): its rows cannot be checked
+        return NOT_SIGNED
+    if not hmac.compare_digest(results_mac(key, trial, params, result[:size]), record["mac"]):
         return FORGED
     return GROWN if len(result) > size else SIGNED
 

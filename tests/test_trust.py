@@ -714,3 +714,23 @@ def test_a_trial_on_a_node_without_the_key_fails_rather_than_make_one(tmp_path, 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "copied"))
     key = signing.secret_key()  # copied there (here: made as the driver makes it)
     assert trainable.node_key() == key
+
+
+def test_results_cut_short_by_a_crash_are_unsigned_not_forged(tmp_path):
+    """A driver killed while Ray copies result.json leaves it shorter than its signature covers:
+    nothing is left to check (as for a trial with no signature), and a resume goes on; a change
+    to the signed rows stays forged."""
+    key = b"k" * 32
+    trial = tmp_path / "trial-s0-00000"
+    trial.mkdir()
+    (trial / "params.json").write_text('{"seed": 0}')
+    rows = "".join(json.dumps({"epoch": e, "val_acc": 0.5}) + "\n" for e in (1, 2))
+    (trial / "result.json").write_text(rows)
+    assert signing.sign_results(str(trial), key)
+    assert signing.results_state(str(trial), key) == signing.SIGNED
+    (trial / "result.json").write_text(rows + '{"epoch": 3')  # a row appended, cut mid-line
+    assert signing.results_state(str(trial), key) == signing.GROWN
+    (trial / "result.json").write_text(rows[:-10])  # cut inside the signed rows
+    assert signing.results_state(str(trial), key) == signing.NOT_SIGNED
+    (trial / "result.json").write_text(rows.replace("0.5", "0.9"))  # the same length, other numbers
+    assert signing.results_state(str(trial), key) == signing.FORGED
