@@ -201,7 +201,9 @@ def test_analyze_marks_which_trials_numbers_are_signed_by_this_users_key(finishe
         original = f.read()
     rows_a = [json.loads(line) for line in original.splitlines()]
     with open(os.path.join(a, "result.json"), "w") as f:
-        f.writelines(json.dumps({**r, "val_acc": 0.999, "test_acc": 0.999}) + "\n" for r in rows_a)  # forged
+        for line, r in zip(original.splitlines(), rows_a, strict=True):  # forged, each row its old length
+            forged = json.dumps({**r, "val_acc": 0.999, "test_acc": 0.999})
+            f.write(forged[:-1] + " " * max(0, len(line) - len(forged)) + "}\n")
     results, best, printed = analyze("forged")
     signed = best.set_index("trial_dir")["signed"]
     assert not signed[os.path.basename(a)] and signed.sum() == 1
