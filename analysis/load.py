@@ -12,10 +12,11 @@ import pandas as pd
 
 from study import storage
 from study.checkpoints import config_key
+from study.config import TrialConfig, variant_name
 from study.errors import StudyError, reason
 from study.experiment_state import STATE_GLOB, state_to_read, trial_states
 from study.models import model_fields
-from study.schema import META_KEY, trial_config, variant_name
+from study.names import META_KEY
 
 METRIC_COLUMNS = [
     "epoch",
@@ -133,7 +134,7 @@ def trial_frame(
     trial_id: str, status: str, config: dict, results: pd.DataFrame, path: str, source: str = "trial config"
 ) -> pd.DataFrame:
     meta = config.get(META_KEY) or {}
-    resolved = trial_config(config, source).to_dict()  # defaults + file + variant: what the trial ran
+    resolved = TrialConfig.from_tune(config, source).to_dict()  # defaults + file + variant: what the trial ran
     df = results[[c for c in METRIC_COLUMNS if c in results]].copy()
     # A resumed trial may report an epoch again; its last report for that epoch wins.
     df = df.drop_duplicates("epoch", keep="last").sort_values("epoch")

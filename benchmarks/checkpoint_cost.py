@@ -39,7 +39,7 @@ def main() -> None:
     import torch
 
     from study.config import TrialConfig
-    from study.data.datasets import trial_data
+    from study.data.datasets import load_dataset
     from study.train import Trainer
 
     rows, costs = [], {}
@@ -49,7 +49,7 @@ def main() -> None:
                 {"dataset": "synthetic", "num_train": 128, "num_test": 64, "batch_size": 64, "epochs": 1,
                  "max_steps_per_epoch": 1, "optimizer": "adam", "seed": 0, **fields}
             )  # fmt: skip
-            trainer = Trainer(cfg, trial_data(cfg))
+            trainer = Trainer(cfg, load_dataset(**cfg.data_kwargs()))
             trainer.run_epoch()
             path = os.path.join(tmp, "trainer.pt")
             times = []

@@ -22,7 +22,7 @@ def epoch_seconds(model_fields: dict, precision: str, n_train: int, n_test: int,
     import torch
 
     from study.config import TrialConfig
-    from study.data.datasets import trial_data
+    from study.data.datasets import load_dataset
     from study.train import Trainer
 
     cfg = TrialConfig.from_dict(
@@ -37,7 +37,7 @@ def epoch_seconds(model_fields: dict, precision: str, n_train: int, n_test: int,
             **model_fields,
         }
     )
-    trainer = Trainer(cfg, trial_data(cfg))
+    trainer = Trainer(cfg, load_dataset(**cfg.data_kwargs()))
     trainer.run_epoch()  # warm-up: cuDNN autotuning, allocator
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()

@@ -26,7 +26,7 @@ def measure(threads: int, args: argparse.Namespace, tmp: str) -> dict:
     import torch
 
     from study.config import TrialConfig
-    from study.data.datasets import trial_data
+    from study.data.datasets import load_dataset
     from study.train import Trainer
 
     torch.set_num_threads(threads)
@@ -44,7 +44,7 @@ def measure(threads: int, args: argparse.Namespace, tmp: str) -> dict:
             "seed": 0,
         }
     )
-    trainer = Trainer(cfg, trial_data(cfg))
+    trainer = Trainer(cfg, load_dataset(**cfg.data_kwargs()))
     plain, plain_epoch_s = [], []
     for _ in range(cfg.epochs):  # the same work per epoch as the trainable: train, evaluate, save
         start = time.perf_counter()

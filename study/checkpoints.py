@@ -25,8 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from study.errors import StudyError, reason
-from study.schema import CHECKPOINT_FILE
-from study.signing import CHECKPOINT_SIGNATURE, META_FILE  # meta.json: {"epoch", "config_key", "history"}
+from study.names import CHECKPOINT_FILE, CHECKPOINT_SIGNATURE, META_FILE
 from study.storage import is_uri, json_lines, read_bytes
 
 CHECKPOINT_SHARE = 0.05  # checkpoint_every 0 (auto): writing stays at or under this share of training

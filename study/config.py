@@ -15,6 +15,7 @@ from typing import Any
 from study.checks import in_range, one_of, option, parse_dataclass
 from study.data import AUGMENTATIONS, DATASETS
 from study.models import MODELS
+from study.names import META_KEY, VARIANT_KEY
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
@@ -104,6 +105,18 @@ class TrialConfig:
         """
         return parse_dataclass(cls, raw, source, section, label)
 
+    @classmethod
+    def from_tune(cls, config: Mapping[str, Any], source: str = "trial config") -> TrialConfig:
+        """Tune's config -> TrialConfig: drop the metadata and the variant's name; None is a default.
+
+        Older experiments nested a variant's fields under VARIANT_KEY ({"name": ..., **fields}).
+        """
+        variant = config.get(VARIANT_KEY)
+        nested = dict(variant) if isinstance(variant, Mapping) else {}
+        nested.pop("name", None)
+        raw = {k: v for k, v in config.items() if k not in (META_KEY, VARIANT_KEY) and v is not None}
+        return cls.from_dict({**raw, **nested}, source)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -117,3 +130,22 @@ class TrialConfig:
         if weights_from_checkpoint and "pretrained" in kwargs:
             kwargs["pretrained"] = False
         return kwargs
+
+    def data_kwargs(self) -> dict[str, Any]:
+        """The arguments of `study.data.datasets.load_dataset` for this trial's data."""
+        return {
+            "name": self.dataset,
+            "data_dir": self.data_dir,
+            "num_train": self.num_train,
+            "num_test": self.num_test,
+            "val_size": self.val_size,
+            "split_seed": self.split_seed,
+        }
+
+
+def variant_name(config: Mapping[str, Any]) -> str | None:
+    """The trial's variant in Tune's config, by the name the file gives it; None without variants."""
+    variant = config.get(VARIANT_KEY)
+    if isinstance(variant, Mapping):
+        variant = variant.get("name")
+    return None if variant is None else str(variant)

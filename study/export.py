@@ -23,7 +23,7 @@ from torch import nn
 from study import storage
 from study.checkpoints import newest_by_meta, read_checkpoint, unsigned_checkpoints
 from study.errors import StudyError, reason
-from study.schema import CHECKPOINT_FILE
+from study.names import CHECKPOINT_FILE
 
 FORMAT = "cifar-study-model/1"
 IMAGE_SIDE = 32  # every model here reads 32x32 RGB, as the datasets are stored

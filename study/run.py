@@ -23,8 +23,8 @@ from study.checks import check_field
 from study.environment import ENVIRONMENT_FILE, collect
 from study.errors import StudyError
 from study.experiment_state import STATE_GLOB, repair_state
+from study.names import SPEC_FILE
 from study.prepare import prepare_inputs
-from study.schema import SPEC_FILE
 from study.space import StudySpec, load_spec, parse_spec
 from study.yaml_input import parse_yaml
 

@@ -31,13 +31,11 @@ import secrets
 
 from study import storage
 from study.errors import StudyError
-from study.schema import CHECKPOINT_FILE
+from study.names import CHECKPOINT_FILE, CHECKPOINT_SIGNATURE, META_FILE
 
 MANIFEST = ".study-signature.json"
 UNSIGNED = (MANIFEST, "environment.json", ".validate_storage_marker", ".study-lock")
 KEY_BYTES = 32
-CHECKPOINT_SIGNATURE = "signature.json"  # in each checkpoint folder
-META_FILE = "meta.json"  # in each checkpoint folder, beside trainer.pt (see study.checkpoints)
 RESULTS_SIGNATURE = ".study-results-signature.json"  # in each trial folder
 RESULT_FILES = ("params.json", "result.json")
 

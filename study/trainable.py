@@ -34,9 +34,10 @@ from study.checkpoints import (
     scratch_root,
     write_meta,
 )
-from study.data.datasets import trial_data
+from study.config import TrialConfig
+from study.data.datasets import load_dataset
 from study.errors import StudyError
-from study.schema import CHECKPOINT_FILE, trial_config
+from study.names import CHECKPOINT_FILE
 from study.storage import is_uri
 from study.train import Trainer
 
@@ -183,10 +184,10 @@ def train_trial(
     # Ray logs every persisted checkpoint at INFO from the worker; once per epoch per trial drowns
     # the progress table. Warnings still show.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    cfg = trial_config(config)
+    cfg = TrialConfig.from_tune(config)
     use_assigned_cpus()
     start = time.perf_counter()
-    data = trial_data(cfg)
+    data = load_dataset(**cfg.data_kwargs())
     data_s = time.perf_counter() - start  # reported with every epoch: what this trial paid for its data
     trainer = Trainer(cfg, data)
     key = config_key(config)

@@ -16,8 +16,8 @@ from study.asha import ResumableASHA
 from study.config import TrialConfig
 from study.entry import train_trial
 from study.errors import StudyError, reason
+from study.names import META_KEY, VARIANT_KEY
 from study.progress import EtaCallback, TrialEndLines
-from study.schema import META_KEY, VARIANT_KEY
 from study.space import Domain, StudySpec, is_sampled
 from study.state_backup import StateBackup
 from study.storage import basename, is_uri, join, parent, read_bytes

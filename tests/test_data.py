@@ -7,7 +7,7 @@ import torchvision.transforms.functional as TF
 from study.config import TrialConfig
 from study.data import AUGMENTATIONS, DATASETS
 from study.data.augment import augment, crop_at, flip_where
-from study.data.datasets import load_dataset, trial_data
+from study.data.datasets import load_dataset
 from study.data.loader import BatchLoader
 from study.errors import StudyError
 
@@ -111,7 +111,7 @@ def test_the_validation_split_is_fixed_by_the_data_and_split_seed_alone():
     assert not torch.equal(other.val_x, data.val_x)
     for seed in (0, 1):  # the trial's own seed plays no part
         cfg = TrialConfig(dataset="digits", seed=seed)
-        assert torch.equal(trial_data(cfg).val_x, data.val_x)
+        assert torch.equal(load_dataset(**cfg.data_kwargs()).val_x, data.val_x)
 
 
 def test_cifar_offline_is_one_clear_line(monkeypatch, tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from study.config import TrialConfig
-from study.data.datasets import trial_data
+from study.data.datasets import load_dataset
 from study.errors import StudyError
 from study.train import Trainer
 
@@ -18,7 +18,7 @@ def tiny(**changes) -> TrialConfig:
 
 
 def data_for(cfg: TrialConfig):
-    return trial_data(cfg)
+    return load_dataset(**cfg.data_kwargs())
 
 
 @pytest.mark.parametrize("model", ["cnn", "mlp"])

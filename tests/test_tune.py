@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from study.schema import CHECKPOINT_FILE, trial_config
+from study.config import TrialConfig
+from study.names import CHECKPOINT_FILE
 from study.space import load_spec
 from study.tuner import make_tuner
 
@@ -58,15 +59,15 @@ def test_tuner_with_asha_reports_stops_and_checkpoints(ray_session, write_yaml, 
 
     best = results.get_best_result(metric="val_acc", mode="max")  # selection reads validation, as README shows
     assert best.config["channels"] == 8 and best.config["val_size"] == 0.1  # every field at the top level
-    cfg = trial_config(best.config)
-    from study.data.datasets import trial_data
+    cfg = TrialConfig.from_tune(best.config)
+    from study.data.datasets import load_dataset
     from study.train import Trainer
 
-    trainer = Trainer(cfg, trial_data(cfg))
+    trainer = Trainer(cfg, load_dataset(**cfg.data_kwargs()))
     with best.checkpoint.as_directory() as folder:
         trainer.load(os.path.join(folder, CHECKPOINT_FILE))
     assert trainer.epoch == best.metrics["epoch"]
-    fresh = Trainer(cfg, trial_data(cfg))
+    fresh = Trainer(cfg, load_dataset(**cfg.data_kwargs()))
     assert not torch.equal(trainer.model.features[0].weight, fresh.model.features[0].weight)  # trained weights
     # The loaded model scores what the trial reported for that epoch.
     test = trainer.test_loader

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,9 +17,6 @@ from study.data.catalog import DATASETS
 from study.data.image_data import ImageData, image_data
 from study.data.split import hold_out, val_count
 from study.errors import StudyError
-
-if TYPE_CHECKING:
-    from study.config import TrialConfig
 
 
 def subset(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,8 +61,3 @@ def load_dataset(
     if not count and len(train_y) == len(data.train_y) and len(test_y) == len(data.test_y):
         return data
     return image_data(train_x, train_y, test_x, test_y, data.classes, val_x, val_y)
-
-
-def trial_data(cfg: TrialConfig) -> ImageData:
-    """The data one trial trains, validates and tests on (see `load_dataset`)."""
-    return load_dataset(cfg.dataset, cfg.data_dir, cfg.num_train, cfg.num_test, cfg.val_size, cfg.split_seed)
