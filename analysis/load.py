@@ -11,12 +11,12 @@ from typing import Any
 import pandas as pd
 
 from study import storage
-from study.checkpoints import config_key
+from study.checkpoints.files import config_key
 from study.config import TrialConfig, variant_name
 from study.errors import StudyError, reason
-from study.experiment_state import STATE_GLOB, state_to_read, trial_states
 from study.models import model_fields
 from study.names import META_KEY
+from study.trust.experiment_state import STATE_GLOB, state_to_read, trial_states
 
 METRIC_COLUMNS = [
     "epoch",
@@ -36,7 +36,7 @@ METRIC_COLUMNS = [
     "timestamp",
     "time_this_iter_s",
     "time_total_s",
-    "replayed",  # reported again after a crash, from the checkpoint's record (see study.checkpoints)
+    "replayed",  # reported again after a crash, from the checkpoint's record (see study.trust.recovery)
     # What the epoch cost beyond training (see docs/performance.md):
     "data_s",
     "device",
@@ -59,9 +59,9 @@ def load_experiment(path: str) -> pd.DataFrame:
     experiment_state-*.json, all as JSON. Ray's pickles (tuner.pkl, params.pkl, the pickled
     fields of the state) are never opened, Ray is not imported, and nothing in the folder is
     written: a read-only folder reads the same. Each row says whether its trial's results are
-    signed by this user's key (`signed`, see `study.signing`).
+    signed by this user's key (`signed`, see `study.trust.signing`).
     """
-    from study import signing
+    from study.trust import signing
 
     path = storage.normalize(path)
     if not storage.is_uri(path):

@@ -417,7 +417,7 @@ def best_trials(frame: pd.DataFrame, top: int = 10) -> pd.DataFrame:
         "selected_test_acc",
         "train_loss",
         "status",
-        "signed",  # its results are as this user's own run signed them (see study.signing)
+        "signed",  # its results are as this user's own run signed them (see study.trust.signing)
     ]
     cols = [c for c in cols if c in trials]
     ranked = trials.sort_values(

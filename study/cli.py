@@ -218,7 +218,8 @@ def search_kind(spec) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from study import trackers
-    from study.run import check_distinct_names, checkpoint_disk, expand_spaces
+    from study.checkpoints.size import checkpoint_disk
+    from study.run import check_distinct_names, expand_spaces
     from study.space import load_spec
 
     overrides = {k: getattr(args, k) for k in OVERRIDES}
@@ -290,9 +291,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from study import lock, run, storage
+    from study import run, storage
     from study.cluster import release
     from study.prepare import prepare_inputs
+    from study.trust import lock
+    from study.trust.resume_checks import check_resumable
 
     path = storage.normalize(args.experiment)
     if not storage.exists(path):
@@ -301,7 +304,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     lock.take(path)  # before the checks: a restore of the backup writes
     if args.num_samples is not None:
         spec = run.grown(spec, args.num_samples, path)
-    run.check_resumable(path, args.trust)
+    check_resumable(path, args.trust)
     if run.all_finished(path, spec):
         return EXIT_TRIALS_FAILED if print_finished(path, args.quiet) else EXIT_OK
     prepare_inputs(spec)
@@ -466,8 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("study: interrupted before any experiment folder was made", file=sys.stderr)
         return 130
     finally:
-        if "study.lock" in sys.modules:
-            sys.modules["study.lock"].release_all()
+        if "study.trust.lock" in sys.modules:
+            sys.modules["study.trust.lock"].release_all()
 
 
 def console() -> int:

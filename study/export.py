@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from study import storage
-from study.checkpoints import newest_by_meta, read_checkpoint, unsigned_checkpoints
+from study.checkpoints.files import newest_by_meta, read_checkpoint
 from study.errors import StudyError, reason
 from study.names import CHECKPOINT_FILE
+from study.trust.recovery import unsigned_checkpoints
 
 FORMAT = "cifar-study-model/1"
 IMAGE_SIDE = 32  # every model here reads 32x32 RGB, as the datasets are stored
@@ -39,7 +40,7 @@ def newest_checkpoint(trial_dir: str, trust: bool = False) -> str:
     """The trial's checkpoint of its latest epoch (by meta.json; by folder name for older ones).
 
     Unless `trust`, every checkpoint of the trial must be one its own trial signed with this
-    user's key (see `study.signing`): a planted or forged one is refused, never exported.
+    user's key (see `study.trust.signing`): a planted or forged one is refused, never exported.
     """
     if not trust and (found := unsigned_checkpoints(trial_dir)):
         folder, why = found[0]

@@ -7,7 +7,6 @@ arguments and prints; everything between lives here.
 
 from __future__ import annotations
 
-import fnmatch
 import glob
 import json
 import os
@@ -18,14 +17,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from study import lock, storage
+from study import storage
 from study.checks import check_field
 from study.environment import ENVIRONMENT_FILE, collect
 from study.errors import StudyError
-from study.experiment_state import STATE_GLOB, repair_state
 from study.names import SPEC_FILE
 from study.prepare import prepare_inputs
 from study.space import StudySpec, load_spec, parse_spec
+from study.trust import lock
+from study.trust.experiment_state import STATE_GLOB
+from study.trust.resume_checks import check_results_to_export, check_resumable
 from study.yaml_input import parse_yaml
 
 
@@ -55,7 +56,7 @@ experiments_made: list[str] = []
 def all_finished(path: str, spec: StudySpec) -> bool:
     """Whether Tune's saved state has every planned trial TERMINATED (read as plain JSON): then a
     resume has nothing to run. A failed trial is not finished: a resume retries it."""
-    from study.experiment_state import STATE_GLOB, trial_states
+    from study.trust.experiment_state import trial_states
 
     if storage.is_uri(path):
         return False  # a resume decides, as before
@@ -197,112 +198,6 @@ def read_spec(experiment_path: str) -> StudySpec:
     return parse_spec(raw, spec_path, {})
 
 
-def check_resumable(path: str, trust: bool) -> None:
-    """Everything a resume needs, checked before Ray opens a file of the folder.
-
-    The folder must hold Tune's state (a run killed before its first step has none), signed by
-    this user's `study run` unless `trust` (see `study.signing`), as must every checkpoint an
-    unfinished trial may continue from; and every trial's checkpoint must load.
-    """
-    uri = storage.is_uri(path)
-    if not uri:
-        storage.refuse_links_in_experiment(path)  # before anything, a restore of the backup included
-    states = [n for n, is_dir in storage.list_dir(path) if not is_dir and fnmatch.fnmatch(n, STATE_GLOB)]
-    if not states:
-        raise StudyError(
-            f"{path}: no Tune experiment state in it (the run stopped before its first trial started); "
-            "nothing to resume: delete the folder and run the file again"
-        )
-    if not trust:  # first: a file that is cut short or planted must not be "repaired" into trust
-        check_signature(path)
-    if uri:
-        return  # objects are replaced whole: nothing cut short to repair; checkpoints load in the trials
-    repair_state(path)
-    from study.checkpoints import unsigned_to_resume, verify_checkpoints
-
-    if not trust and (found := unsigned_to_resume(path)):
-        folder, why = found[0]
-        raise StudyError(
-            f"{folder}: {why}; refusing to resume from it: delete that checkpoint folder, or if you have "
-            "read it and trust it, pass --trust"
-        )
-    if not trust:
-        check_results_signed(path)
-
-    for warning in verify_checkpoints(path):
-        print(f"[study] warning: {warning}", file=sys.stderr)
-
-
-# Files Tune rewrites at every step: after a crash they can be newer than their signature.
-TUNE_STATE_FILES = (
-    "experiment_state-*.json",
-    "callback-states-*.pkl",
-    "basic-variant-state-*.json",
-    "searcher-state-*",
-)
-
-
-def check_signature(path: str) -> None:
-    """Refuse a folder this user's `study run` did not sign, or that changed since.
-
-    One exception keeps a crash resumable in one step: when only Tune's per-step state files
-    are newer than their signature (a driver killed between Tune's save and the signing), the
-    signed backup copy of them (at most a second older) is put back, and the resume says so.
-    """
-    from study import signing
-    from study.experiment_state import BACKUP_DIR, restore_backup, signed_bundle
-
-    def tune_state(name: str) -> bool:
-        return any(fnmatch.fnmatch(name, pattern) for pattern in TUNE_STATE_FILES)
-
-    # Name the most telling file: a pickle of Ray's first, then study.yaml, then the per-step state.
-    found = sorted(signing.problems(path), key=lambda problem: (tune_state(problem[0]), problem[0] == SPEC_FILE))
-    if not found:
-        return
-    stale_state = all(why.startswith("does not match") and tune_state(name) for name, why in found)
-    if storage.is_uri(path):
-        backup_whole = signed_bundle(path) is not None
-    else:
-        backup = os.path.join(path, BACKUP_DIR)
-        backup_whole = os.path.isdir(backup) and not signing.problems(backup)
-    if stale_state and backup_whole:
-        restore_backup(path)
-        if not signing.problems(path):
-            names = ", ".join(name for name, _ in found)
-            print(
-                f"[study] {names}: changed since it was signed (a driver stopped between Tune's save and the "
-                f"signing, or a damaged file); resuming from the signed copy in {BACKUP_DIR}/",
-                file=sys.stderr,
-            )
-            return
-    name, why = found[0]
-    if name == SPEC_FILE:
-        raise StudyError(
-            f"{storage.join(path, name)}: {why}; a resume runs the study as it was saved (Ray keeps its own "
-            "copy), so an edit would be ignored: undo it, or run the edited file as a new study"
-        )
-    raise StudyError(
-        f"{storage.join(path, name)}: {why}; refusing to resume, since Ray would unpickle the folder's "
-        "state: if you wrote this folder, or have read it and trust it, pass --trust"
-    )
-
-
-def check_results_signed(path: str) -> None:
-    """Refuse a trial whose params.json or signed rows of result.json changed since this user's
-    driver signed them: the resumed run would sign them again, as its own. Rows appended after
-    the signature (a driver killed before it signed them) and unsigned trials are let through."""
-    from study import signing
-
-    key = signing.secret_key()
-    for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if entry.is_dir(follow_symlinks=False) and signing.results_state(entry.path, key) == signing.FORGED:
-            raise StudyError(
-                f"{os.path.join(entry.path, 'result.json')}: does not match its signature (it or params.json "
-                "changed since, another trial's, or signed with another user's key); refusing to resume, "
-                "which would sign it as yours: if you have read it and trust it, pass --trust"
-            )
-
-
 def write_environment(experiment_path: str, command: Sequence[str], spec: StudySpec, resumed: bool = False) -> None:
     """Record what produced this run (environment.json), and what it selects on; a resume appends its own record."""
     target = storage.join(experiment_path, ENVIRONMENT_FILE)
@@ -368,7 +263,7 @@ def resume_experiment(
         print(f"[study] growing the search from {saved_samples} to {spec.num_samples} trials", flush=True)
         storage.write_text(storage.join(path, SPEC_FILE), spec.text)
         if not storage.is_uri(path):
-            from study import signing
+            from study.trust import signing
 
             signing.sign(path)
     return fit(tuner, path)
@@ -386,7 +281,7 @@ def state_save_period(num_trials: int) -> float:
     result that grow with the number of trials. A period that grows with the state keeps both
     flat per result (benchmarks/flat_cost.py). Ray's own "auto" waits at least 10 s, whatever
     the size. A stale state costs no repeated epochs: a resumed trial continues from its
-    newest checkpoint, whatever Tune last recorded (see study.checkpoints).
+    newest checkpoint, whatever Tune last recorded (see study.trust.recovery).
     """
     return min(60.0, max(1.0, 0.01 * num_trials))
 
@@ -410,8 +305,8 @@ def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: boo
 
 
 def fit(tuner: Any, path: str) -> Outcome:
-    from study import signing
-    from study.state_backup import running_in
+    from study.trust import signing
+    from study.trust.state_backup import running_in
     from study.tuner import never_unpickle_errors
 
     never_unpickle_errors()
@@ -422,7 +317,7 @@ def fit(tuner: Any, path: str) -> Outcome:
             results = tuner.fit()
         except KeyboardInterrupt:  # a second signal: stopped at once; the state of the last save stays
             return Outcome(path, 0, received[0] if received else signal.SIGINT, at_once=True)
-    from study.state_backup import StateBackup
+    from study.trust.state_backup import StateBackup
 
     # Tune's final save came after the last step's signature and backup: sign it, and keep it
     # as the backup too (a damaged state file of a finished study then loses nothing).
@@ -511,50 +406,3 @@ def export_best(experiment: str, trial: str | None, out: str, trust: bool = Fals
     exported = export_checkpoint(newest_checkpoint(source, trust), out, per_epoch, source)
     last_epoch = int(chosen.iloc[0]["epoch"])
     return {"trial": name, "metric": spec.metric, "last_epoch": last_epoch, **exported["metrics"]}
-
-
-def check_results_to_export(trial_dir: str) -> None:
-    """The exported trial's result.json chose it and labels its metrics: it must be as this user's
-    driver signed it (rows appended since, by a run that goes on or a crash, do not count)."""
-    from study import signing
-
-    state = signing.results_state(trial_dir, signing.secret_key())
-    if state in (signing.FORGED, signing.NOT_SIGNED):
-        why = "does not match its signature" if state == signing.FORGED else "not signed by your key"
-        raise StudyError(
-            f"{storage.join(trial_dir, 'result.json')}: {why}; its metrics chose this trial and would label the "
-            "exported model: if you have read it and trust it, pass --trust"
-        )
-
-
-def checkpoint_size_mb(cfg: Any, num_classes: int = 100) -> float:
-    """A trial's checkpoint size, estimated without allocating: parameters on the meta device,
-    4 bytes each, times 3 with Adam (weights and two moments) or 2 with SGD momentum."""
-    import torch
-
-    from study.models import create_model
-
-    with torch.device("meta"):
-        model = create_model(cfg.model, num_classes, **cfg.model_kwargs(weights_from_checkpoint=True))
-        params = sum(p.numel() for p in model.parameters())
-    copies = 3 if cfg.optimizer == "adam" else (2 if cfg.momentum > 0 else 1)
-    return params * 4 * copies / 2**20
-
-
-def checkpoint_disk(spec: StudySpec) -> tuple[float, float]:
-    """(largest checkpoint in MB, most disk the study's checkpoints hold at once in GB): every
-    trial keeping `keep_checkpoints` of its own size (sampled fields at their largest bound)."""
-    known: dict[tuple, float] = {}  # one model per architecture and optimizer, not per grid point
-    sizes = []
-    for cfg in spec.trial_configs(bound="high"):
-        key = (
-            cfg.model,
-            tuple(cfg.model_kwargs(weights_from_checkpoint=True).items()),
-            cfg.optimizer,
-            cfg.momentum > 0,
-        )
-        if key not in known:
-            known[key] = checkpoint_size_mb(cfg)
-        sizes.append(known[key])
-    samples = spec.num_trials() / max(1, len(sizes))  # num_samples repeats of the grid
-    return max(sizes), samples * sum(sizes) * spec.keep_checkpoints / 1024

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.checkpoints import read_checkpoint
+from study.checkpoints.files import read_checkpoint
 from study.config import TrialConfig
 from study.data.image_data import ImageData
 from study.data.loader import BatchLoader

@@ -4,7 +4,7 @@ It turns Tune's `config` into a `TrialConfig`, resumes from the trial's newest c
 `study.checkpoints`), and after every epoch reports the metrics, with a checkpoint of the full
 state as `checkpoint_due` decides (by default, every epoch unless writing costs more than 5% of
 the training since the last checkpoint, or the end is that close) and at the last. Each
-checkpoint is signed for its trial and epoch (see `study.signing`).
+checkpoint is signed for its trial and epoch (see `study.trust.signing`).
 """
 
 from __future__ import annotations
@@ -20,26 +20,16 @@ import ray
 import torch
 from ray import tune
 
-from study import signing
-from study.checkpoints import (
-    WRITE_SPEED,
-    always_checkpointed,
-    checkpoint_due,
-    config_key,
-    expected_write_s,
-    fallback_checkpoint,
-    newest_first,
-    prune,
-    recorded_epoch,
-    scratch_root,
-    write_meta,
-)
+from study.checkpoints.files import config_key, newest_first, prune, write_meta
+from study.checkpoints.policy import WRITE_SPEED, always_checkpointed, checkpoint_due, expected_write_s, scratch_root
 from study.config import TrialConfig
 from study.data.datasets import load_dataset
 from study.errors import StudyError
 from study.names import CHECKPOINT_FILE
 from study.storage import is_uri
 from study.train import Trainer
+from study.trust import signing
+from study.trust.recovery import fallback_checkpoint, recorded_epoch
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +75,7 @@ def node_key() -> bytes:
 
 def may_load(folder: str, trial: str, trust: bool) -> bool:
     """Whether this trial may load a checkpoint folder: signed for it with the user's key (see
-    `study.signing`), or the user passed --trust. One planted while the study runs is never loaded."""
+    `study.trust.signing`), or the user passed --trust. One planted while the study runs is never loaded."""
     why = None if trust else signing.checkpoint_problem(folder, node_key(), trial)
     if why:
         log.warning("%s: %s; not loaded (pass --trust to load it)", folder, why)

@@ -12,15 +12,15 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from study.asha import ResumableASHA
 from study.config import TrialConfig
 from study.entry import train_trial
 from study.errors import StudyError, reason
 from study.names import META_KEY, VARIANT_KEY
 from study.progress import EtaCallback, TrialEndLines
 from study.space import Domain, StudySpec, is_sampled
-from study.state_backup import StateBackup
 from study.storage import basename, is_uri, join, parent, read_bytes
+from study.trust.asha import ResumableASHA
+from study.trust.state_backup import StateBackup
 
 
 def to_tune_domain(domain: Domain) -> Any:
@@ -130,7 +130,7 @@ class AshaAwareOptunaSearch(OptunaSearch):
 # checkpoints since the last save (so that its state never names a checkpoint it deleted): with a
 # small num_to_keep, a save per trial, each the size of all trials. On local storage Tune keeps
 # this many, and the trials themselves empty all but the file's `keep_checkpoints` newest
-# (`study.checkpoints.prune`), so the disk holds what the file says.
+# (`study.checkpoints.files.prune`), so the disk holds what the file says.
 TUNE_KEEP = 20
 
 

@@ -204,7 +204,7 @@ def test_onprem_file_matches_rays_schema_and_shares_the_aws_files_setup():
 @pytest.mark.parametrize("name", ["cluster.yaml", "cluster-onprem.yaml"])
 def test_cluster_files_copy_the_signing_key_to_every_node(name, tmp_path, monkeypatch):
     """Trials sign their checkpoints with the user's key, found where the driver finds it."""
-    from study import signing
+    from study.trust import signing
 
     with open(os.path.join(ROOT, name)) as f:
         mounts = yaml.safe_load(f)["file_mounts"]

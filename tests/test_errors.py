@@ -166,7 +166,7 @@ def test_an_unreadable_checkpoint_resumes_from_the_one_before_in_one_step(ray_se
     state["trial_data"][0][0] = json.dumps(entry)
     with open(state_path, "w") as f:
         json.dump(state, f)
-    from study import signing
+    from study.trust import signing
 
     signing.sign(str(tmp_path / "exp"))  # as our own run would have left it
     # ... and the newest checkpoint was cut to 0 bytes by a full disk.

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from study.experiment_state import BACKUP_DIR
+from study.trust.experiment_state import BACKUP_DIR
 from tests.processes import children_of, kill_tree, start_study, wait_for
 from tests.processes import result_rows as rows
 
@@ -41,7 +41,7 @@ def checkpoint_epochs(trial_dir: str) -> int:
 
 def recorded_epochs(exp: str) -> int:
     """Epochs Tune's saved state holds a result for, over all trials (read as plain JSON)."""
-    from study.experiment_state import trial_states
+    from study.trust.experiment_state import trial_states
 
     states = sorted(glob.glob(os.path.join(exp, "experiment_state-*.json")))
     if not states:
@@ -166,7 +166,7 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint(write_yaml, tmp_path
     assert first_after > 0 and all(p != victim for p in pids[first_after:])
     assert epochs[first_after] in (k, k + 1), (epochs, k)  # from the checkpoint, not from epoch 1
     # Had the kill come while it wrote a checkpoint, the retry's start removed that scratch folder.
-    from study.checkpoints import scratch_root
+    from study.checkpoints.policy import scratch_root
 
     assert not [n for n in os.listdir(scratch_root()) if n.startswith(f"{victim}-")]
 
@@ -214,7 +214,7 @@ def test_diverging_trial_stops_and_the_study_goes_on(ray_session, run_cli, write
 def test_checkpoint_scratch_folders_of_dead_writers_are_removed(tmp_path, monkeypatch):
     import tempfile
 
-    from study.checkpoints import scratch_root
+    from study.checkpoints.policy import scratch_root
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     root = scratch_root()

@@ -201,7 +201,7 @@ def test_a_search_gets_search_tables_importance_plots_and_an_optuna_study(ray_se
             assert t.value == t.intermediate_values[3]
 
     # Every trial, stopped by ASHA at a rung or not, has a checkpoint of its last epoch to export.
-    from study.checkpoints import newest_by_meta
+    from study.checkpoints.files import newest_by_meta
 
     for result in (tmp_path / "s").glob("*/result.json"):
         last_epoch = [json.loads(line)["epoch"] for line in result.read_text().splitlines()][-1]
@@ -320,8 +320,8 @@ def test_a_finished_optuna_search_grows_by_resume_and_by_run_resume(ray_session,
     import optuna
     import yaml
 
-    from study import signing
-    from study.experiment_state import STATE_GLOB, trial_states
+    from study.trust import signing
+    from study.trust.experiment_state import STATE_GLOB, trial_states
     from study.tuner import AshaAwareOptunaSearch
 
     space = write_yaml(GROW)

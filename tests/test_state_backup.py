@@ -6,8 +6,8 @@ import os
 import pytest
 
 from study.errors import StudyError
-from study.experiment_state import BACKUP_DIR, repair_state
-from study.state_backup import StateBackup
+from study.trust.experiment_state import BACKUP_DIR, repair_state
+from study.trust.state_backup import StateBackup
 
 
 def write_state(folder, payload) -> str:
@@ -71,7 +71,7 @@ def test_a_pickle_rewritten_while_it_is_copied_never_replaces_the_backup(tmp_pat
     import pickle
     import shutil
 
-    from study import state_backup
+    from study.trust import state_backup
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     write_state(tmp_path, {"n": 1})
@@ -101,8 +101,8 @@ def test_a_restored_backup_signs_and_copies_only_where_the_experiment_runs_now(t
     copied or moved experiment, resumed, must be signed and backed up where it is, never there."""
     import shutil
 
-    from study.signing import MANIFEST
-    from study.state_backup import running_in
+    from study.trust.signing import MANIFEST
+    from study.trust.state_backup import running_in
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     original, copy = tmp_path / "original", tmp_path / "copy"

@@ -100,11 +100,12 @@ def test_a_folder_on_s3_is_signed_and_its_signed_backup_put_back(s3, tmp_path, m
     check puts the signed copy back; a planted pickle is still refused."""
     import pickle
 
-    from study import signing, storage
+    from study import storage
     from study.errors import StudyError
-    from study.experiment_state import signed_bundle
-    from study.run import check_signature
-    from study.state_backup import StateBackup
+    from study.trust import signing
+    from study.trust.experiment_state import signed_bundle
+    from study.trust.resume_checks import check_signature
+    from study.trust.state_backup import StateBackup
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # a signing key of this test's own
     exp = uri(s3, "signed/exp")

@@ -137,7 +137,7 @@ def epochs_of(
     times: list[float], write_s: float, every: int = 0, epochs: int = 100, stop_epochs: tuple[int, ...] = ()
 ) -> list[int]:
     """The epochs `checkpoint_due` saves, for epochs of these durations and writes of `write_s`."""
-    from study.checkpoints import checkpoint_due
+    from study.checkpoints.policy import checkpoint_due
 
     history, saved = [], []
     for epoch, seconds in enumerate(times, start=1):
@@ -188,7 +188,7 @@ def test_stop_epochs_are_the_rungs_of_rays_asha(write_yaml, max_t, grace, rf):
 
 
 def test_last_and_diverged_epochs_are_always_saved_and_every_n_is_kept():
-    from study.checkpoints import checkpoint_due
+    from study.checkpoints.policy import checkpoint_due
 
     assert epochs_of([1.0] * 7, write_s=0.0, every=3, epochs=7) == [3, 6, 7]
     history = [{"epoch": 1, "epoch_time_s": 1, "checkpoint_s": 9}, {"epoch": 2, "epoch_time_s": 1, "diverged": True}]
@@ -197,7 +197,7 @@ def test_last_and_diverged_epochs_are_always_saved_and_every_n_is_kept():
 
 
 def test_expected_write_time_probes_once_per_process_then_uses_measured_writes(tmp_path, monkeypatch):
-    from study import checkpoints
+    from study.checkpoints import policy as checkpoints
 
     speed = checkpoints.WriteSpeed()
     monkeypatch.setattr(checkpoints, "WRITE_SPEED", speed)

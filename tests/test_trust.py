@@ -18,8 +18,9 @@ import subprocess
 
 import pytest
 
-from study import signing, storage
+from study import storage
 from study.errors import StudyError
+from study.trust import signing
 from tests.processes import alive, children_of, in_session, kill_tree, start_study, wait_for
 from tests.processes import result_rows as rows
 from tests.test_errors import assert_bad_input
@@ -242,7 +243,7 @@ def test_the_signing_key_is_private_and_made_once(tmp_path, monkeypatch):
 
 
 def test_the_signing_key_never_lands_in_the_experiment_folder(tmp_path, monkeypatch):
-    from study.state_backup import StateBackup
+    from study.trust.state_backup import StateBackup
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     callback = StateBackup(str(tmp_path))
@@ -325,7 +326,7 @@ def test_variant_names_are_one_safe_path_component(run_cli, write_yaml, tmp_path
 
 
 def test_a_failed_backup_warns_and_the_study_goes_on(tmp_path, monkeypatch, capsys):
-    from study.state_backup import StateBackup
+    from study.trust.state_backup import StateBackup
 
     (tmp_path / "experiment_state-x.json").write_text("{}")
     (tmp_path / "tuner.pkl").write_bytes(pickle.dumps("tuner"))
@@ -485,7 +486,7 @@ def test_no_write_follows_a_symlink_out_of_the_experiment(finished, run_cli, tmp
 
 
 def hold_lock(experiment: str, pid: int) -> None:
-    from study.lock import LOCK_FILE
+    from study.trust.lock import LOCK_FILE
 
     with open(os.path.join(experiment, LOCK_FILE), "w") as f:
         json.dump({"pid": pid, "host": socket.gethostname(), "since": "2026-12-07T10:00:00"}, f)
@@ -493,7 +494,7 @@ def hold_lock(experiment: str, pid: int) -> None:
 
 @pytest.mark.slow
 def test_a_second_driver_is_refused_and_a_stale_lock_taken_over(run_cli, tmp_path):
-    from study.lock import LOCK_FILE
+    from study.trust.lock import LOCK_FILE
 
     exp = tmp_path / "exp"
     exp.mkdir()
@@ -678,7 +679,7 @@ def test_a_trial_passes_over_a_checkpoint_not_signed_for_it(tmp_path, monkeypatc
     """Planted while the study runs (after resume's check), a checkpoint is still not loaded by
     the trial (a retry after a crash, say), unless the user passed --trust."""
     from study import trainable
-    from study.checkpoints import write_meta
+    from study.checkpoints.files import write_meta
     from study.config import TrialConfig
     from study.data.datasets import load_dataset
     from study.train import Trainer

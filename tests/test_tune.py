@@ -106,8 +106,8 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     exp = tmp_path / "exp"
     assert (exp / "study.yaml").exists()
     # The signed backup of Tune's state is its final save, which came after the last step.
-    from study.experiment_state import BACKUP_DIR
-    from study.signing import problems
+    from study.trust.experiment_state import BACKUP_DIR
+    from study.trust.signing import problems
 
     (state,) = glob.glob(str(exp / "experiment_state-*.json"))
     assert open(state, "rb").read() == (exp / BACKUP_DIR / os.path.basename(state)).read_bytes()
@@ -158,7 +158,7 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     assert raw.loc[raw["epoch"] == 2, "checkpoint_mb"].gt(0).all()  # the last epoch is always saved
     # The default checkpoint_every 0 (auto): each trial saved exactly the epochs the policy picks
     # from its own epoch times and the write time it expected (reported), the last among them.
-    from study.checkpoints import checkpoint_due
+    from study.checkpoints.policy import checkpoint_due
 
     results = glob.glob(str(exp / "*" / "result.json"))
     probes, workers = 0, set()
@@ -342,7 +342,7 @@ def test_ashas_rungs_are_rebuilt_from_the_results_of_restored_trials(tmp_path):
     from pyarrow import fs
     from ray.tune.schedulers import TrialScheduler
 
-    from study.asha import ResumableASHA
+    from study.trust.asha import ResumableASHA
 
     def trial(name: str, lines: list[str]) -> SimpleNamespace:
         folder = tmp_path / name

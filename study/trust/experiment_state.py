@@ -3,11 +3,11 @@
 Ray writes `experiment_state-*.json` (and the search state beside it) in place, after a step. A
 driver killed during that write leaves a truncated file that neither `Tuner.restore` nor the
 analysis can read, and the whole study looks lost although every trial's checkpoints are intact.
-`study.state_backup.StateBackup` keeps a copy of the last state that parsed; `repair_state` puts
+`study.trust.state_backup.StateBackup` keeps a copy of the last state that parsed; `repair_state` puts
 it back before a resume, and an analysis reads it in place of the live file (`state_to_read`),
 never changing the folder. On a URI (s3://...) an object is replaced whole, never cut short, so
 there is nothing to repair; the signed copy is still kept (one zip, see `bundle`), and put back
-when Tune's state is newer than its signature (see `study.run.check_signature`).
+when Tune's state is newer than its signature (see `study.trust.resume_checks.check_signature`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import time
 import zipfile
 from typing import Any
 
-from study import signing, storage
+from study import storage
 from study.errors import StudyError
 from study.storage import is_uri
+from study.trust import signing
 
 BACKUP_DIR = ".study-state-backup"
 BUNDLE = "state.zip"  # the backup on a URI, inside BACKUP_DIR (see `bundle`)

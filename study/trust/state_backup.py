@@ -2,7 +2,7 @@
 
 It also signs each trial's results (params.json, result.json) as they grow.
 
-See `study.experiment_state` (why a copy) and `study.signing` (why a signature).
+See `study.trust.experiment_state` (why a copy) and `study.trust.signing` (why a signature).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typing import Any
 
 from ray.tune import Callback
 
-from study import signing, storage
+from study import storage
 from study.errors import StudyError
-from study.experiment_state import BACKUP_DIR, BUNDLE, bundle, readable, state_files, whole
 from study.storage import is_uri
+from study.trust import signing
+from study.trust.experiment_state import BACKUP_DIR, BUNDLE, bundle, readable, state_files, whole
 
 # The folder of the experiment this driver is running, set around Tune's fit by `running_in`. A
 # StateBackup restored from tuner.pkl names the folder it was pickled in, which is another one
