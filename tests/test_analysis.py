@@ -259,7 +259,7 @@ def test_against_report_compares_only_the_same_setting():
 
 
 def test_holm_adjusts_each_experiments_family_and_the_verdict_follows():
-    from study.analysis.tables import holm
+    from study.analysis.stats import holm
 
     p = pd.Series([0.01, 0.04, 0.03, float("nan")])
     # sorted 0.01, 0.03, 0.04 -> x3, x2, x1 = 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06
