@@ -216,6 +216,8 @@ def summarize_searches(
     importance (as optuna-dashboard computes it), slice and parallel-coordinate plots, and optuna.db.
     Tables and plots are added to `contents` for the report."""
     from study.analysis import search
+    from study.analysis.importance import importance_note, importances
+    from study.analysis.search_plots import search_plots
 
     searches = [group for _, group in frame.groupby("experiment", sort=False) if search.searched_fields(group)]
     if not searches:
@@ -224,12 +226,12 @@ def summarize_searches(
     for group in searches:
         study = search.optuna_study(group)
         best.append(search.best_configurations(group))
-        importance.append(search.importances(study).assign(experiment=group["experiment"].iloc[0]))
-        note = search.importance_note(study)
+        importance.append(importances(study).assign(experiment=group["experiment"].iloc[0]))
+        note = importance_note(study)
         if note:
             notes.append(f"{group['experiment'].iloc[0]}: {note}")
         if plots:
-            for path in search.search_plots(study, out, str(group["experiment"].iloc[0])):
+            for path in search_plots(study, out, str(group["experiment"].iloc[0])):
                 if contents is not None:
                     contents.images.append(path)
                 if echo:

@@ -259,7 +259,7 @@ def test_against_report_compares_only_the_same_setting():
 
 
 def test_holm_adjusts_each_experiments_family_and_the_verdict_follows():
-    from study.analysis.tables import holm
+    from study.analysis.stats import holm
 
     p = pd.Series([0.01, 0.04, 0.03, float("nan")])
     # sorted 0.01, 0.03, 0.04 -> x3, x2, x1 = 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06
@@ -394,7 +394,7 @@ def dashboards_importance(db: str, name: str) -> dict[str, float]:
 def test_importance_agrees_with_optuna_dashboard_on_the_written_study(tmp_path, metric, mode, capsys):
     import optuna
 
-    from study.analysis.search import MIN_IMPORTANCE_TRIALS
+    from study.analysis.importance import MIN_IMPORTANCE_TRIALS
     from study.analysis.summary import summarize_searches
 
     values = [0.1 + 0.05 * i + 0.01 * (i % 3) for i in range(MIN_IMPORTANCE_TRIALS + 2)]
@@ -410,7 +410,8 @@ def test_importance_agrees_with_optuna_dashboard_on_the_written_study(tmp_path, 
 
 
 def test_a_search_with_no_finished_trial_has_too_few_for_importance():
-    from study.analysis.search import importance_note, optuna_study
+    from study.analysis.importance import importance_note
+    from study.analysis.search import optuna_study
 
     running = search_frame([0.5]).assign(status="RUNNING", max_t=5)  # none finished: no trials in the study
     assert importance_note(optuna_study(running)).startswith("no importance: 0 trials reached max_t (COMPLETE)")
@@ -418,7 +419,7 @@ def test_a_search_with_no_finished_trial_has_too_few_for_importance():
 
 @pytest.mark.parametrize("why", ["too few", "flat"])
 def test_importance_below_the_threshold_or_of_a_flat_objective_is_a_note_without_numbers(tmp_path, capsys, why):
-    from study.analysis.search import MIN_IMPORTANCE_TRIALS
+    from study.analysis.importance import MIN_IMPORTANCE_TRIALS
     from study.analysis.summary import summarize_searches
 
     if why == "too few":

@@ -51,7 +51,7 @@ def test_every_plot_keeps_the_tools_style_whatever_style_is_set(study):
     import matplotlib.pyplot as plt
 
     from study.analysis.plots import curves_figure
-    from study.analysis.search import parallel_figure, slice_figure
+    from study.analysis.search_plots import parallel_figure, slice_figure
 
     with plt.style.context("ggplot"):
         figures = [curves_figure(FRAME, "exp"), slice_figure(study, "search"), parallel_figure(study, "search")]
@@ -74,7 +74,7 @@ def test_the_legend_of_the_curves_covers_no_panel():
 
 
 def test_the_slice_plot_names_the_metric_labels_log_ticks_and_numbers_every_trial(study):
-    from study.analysis.search import slice_figure
+    from study.analysis.search_plots import slice_figure
 
     figure = slice_figure(study, "search")
     renderer = rendered(figure)
@@ -99,7 +99,7 @@ def test_the_slice_plot_names_the_metric_labels_log_ticks_and_numbers_every_tria
 def test_parallel_coordinates_name_the_metric_draw_the_worst_line_dark_and_keep_the_bar_off(study):
     from matplotlib.colors import to_rgb
 
-    from study.analysis.search import parallel_figure
+    from study.analysis.search_plots import parallel_figure
 
     figure = parallel_figure(study, "search")
     renderer = rendered(figure)
