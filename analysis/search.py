@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.analysis.tables import trial_summary
+from study.analysis.trials import trial_summary
 
 
 def searched_fields(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:

@@ -9,70 +9,9 @@ import numpy as np
 import pandas as pd
 
 from study.analysis.stats import holm, mean_ci, welch
+from study.analysis.trials import at_trials, measurements, objective, selected_on, trial_summary
 
 ROUNDING = 0.005  # the report prints whole percent: "42 %" stands for [41.5 %, 42.5 %]
-
-
-def objective(frame: pd.DataFrame) -> tuple[str, str]:
-    """(metric, mode) the experiment selects by (its file's `metric` and `mode`)."""
-    metric = frame["metric"].dropna().iloc[0] if "metric" in frame and frame["metric"].notna().any() else "test_acc"
-    mode = frame["mode"].dropna().iloc[0] if "mode" in frame and frame["mode"].notna().any() else "max"
-    return str(metric), str(mode)
-
-
-def selected_on(metric: str) -> str:
-    """How a selection is labelled: by its metric, and as such when that metric reads the test set."""
-    return f"{metric} (selected on test)" if metric.startswith("test_") else metric
-
-
-def selected_epochs(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per trial, the epoch its experiment's metric chose (best value; the earliest of ties), with
-    test_acc there. The choice reads only that metric: the validation split unless the file says test."""
-    rows = []
-    for (experiment, trial_id), epochs in frame.groupby(["experiment", "trial_id"], sort=False):
-        metric, mode = objective(epochs)
-        values = epochs.set_index("epoch")[metric].dropna() if metric in epochs else pd.Series(dtype=float)
-        if values.empty:
-            rows.append((experiment, trial_id, math.nan, math.nan))
-            continue
-        epoch = values.idxmax() if mode == "max" else values.idxmin()
-        test = epochs.loc[epochs["epoch"] == epoch, "test_acc"]
-        rows.append((experiment, trial_id, float(epoch), float(test.iloc[0]) if len(test) else math.nan))
-    return pd.DataFrame(rows, columns=["experiment", "trial_id", "selected_epoch", "selected_test_acc"])
-
-
-def trial_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial: its last epoch and test_acc there, the epoch its metric chose and test_acc
-    there, and whether ASHA stopped it."""
-    # The last epoch of each trial, kept in the frame's order (variants as the file lists them).
-    last = (
-        frame.sort_values("epoch", kind="stable").groupby(["experiment", "trial_id"], sort=False).tail(1).sort_index()
-    )
-    out = last.merge(selected_epochs(frame), on=["experiment", "trial_id"], how="left")
-    out = out.rename(columns={"test_acc": "final_test_acc", "epoch": "epochs_run"})
-    out["diverged"] = out["diverged"].astype(bool)
-    finished = out["status"].isin(["TERMINATED"])
-    out["stopped_early"] = finished & ~out["diverged"] & (out["epochs_run"] < out["config_epochs"])
-    # Overfitting at the last epoch: train accuracy in eval mode without augmentation (a fixed
-    # train subset, measured as the test split is) minus test accuracy. Runs from before that
-    # metric existed get NaN rather than the running, augmented train_acc, which misleads.
-    eval_acc = out["train_eval_acc"] if "train_eval_acc" in out else pd.Series(np.nan, index=out.index)
-    out["gap"] = eval_acc - out["final_test_acc"]
-    return out
-
-
-def measurements(trials: pd.DataFrame, values: pd.Series) -> pd.Series:
-    """`values` (indexed like `trials`) with the repeats of one configuration averaged into one.
-
-    Trials with the same configuration, seed included (num_samples over a space that samples
-    nothing, say), are one measurement taken again, not more seeds: counted apart, they would
-    narrow the error bars without new evidence. The mean, CI and t-tests count each once.
-    """
-    columns = sorted(c for c in trials.columns if c.startswith("config_"))
-    if not columns:
-        return values
-    key = trials[columns].apply(lambda column: column.map(str)).agg("\x1f".join, axis=1)  # NaN as "nan"
-    return values.groupby(key.reindex(values.index), sort=False).mean()
 
 
 def stopped_before(trials: pd.DataFrame, epoch: int) -> str:
@@ -172,12 +111,6 @@ def effects(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     columns = ["experiment", "variant", "baseline", "at_epoch", "n", "n_baseline", "diff_pp", "ci_low_pp"]
     table = pd.DataFrame(rows, columns=[*columns, "ci_high_pp", "hedges_g", "t", "df", "p_value"])
     return holm_verdicts(table, alpha)
-
-
-def at_trials(per_trial: pd.Series, trials: pd.DataFrame) -> pd.Series:
-    """A per-trial_id value for each of `trials` that has one, repeats of a configuration as one."""
-    values = pd.Series(per_trial.reindex(trials["trial_id"]).to_numpy(), index=trials.index)
-    return measurements(trials, values.dropna())
 
 
 def holm_verdicts(table: pd.DataFrame, alpha: float) -> pd.DataFrame:

@@ -43,7 +43,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from study.analysis.load import load_experiment
-    from study.analysis.tables import best_trials, compute, trial_summary
+    from study.analysis.tables import best_trials, compute
+    from study.analysis.trials import trial_summary
 
     rows, configs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
