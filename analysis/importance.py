@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from study.errors import plural
+
 # Below this many trials that reached max_t, a ranking of parameters is a few trials' luck (docs/analysis.md).
 MIN_IMPORTANCE_TRIALS = 10
 
@@ -33,7 +35,7 @@ def importance_note(study: Any) -> str | None:
         return "no importance: nothing is sampled"
     if len(complete) < MIN_IMPORTANCE_TRIALS:
         return (
-            f"no importance: {len(complete)} trial{'s' * (len(complete) != 1)} reached max_t (COMPLETE); "
+            f"no importance: {plural(len(complete), 'trial')} reached max_t (COMPLETE); "
             f"importance needs at least {MIN_IMPORTANCE_TRIALS}"
         )
     if len({t.value for t in complete}) == 1:

@@ -86,10 +86,13 @@ def state_note(sizes: list[int]) -> str:
     if "TUNE_GLOBAL_CHECKPOINT_S" in os.environ:
         return f"{os.environ['TUNE_GLOBAL_CHECKPOINT_S']} s (TUNE_GLOBAL_CHECKPOINT_S, set for this run)"
     try:
-        from study.run import state_save_period
+        from study.tuning.settings import state_save_period
     except ImportError:  # a checkout from before the period existed
         return "step (TUNE_GLOBAL_CHECKPOINT_S=0, as study set it then)"
-    return ", ".join(f"{state_save_period(n):g} s at {n} trials" for n in sizes) + " (study.run.state_save_period)"
+    return (
+        ", ".join(f"{state_save_period(n):g} s at {n} trials" for n in sizes)
+        + " (study.tuning.settings.state_save_period)"
+    )
 
 
 def count_results(exp: str) -> int:

@@ -62,6 +62,11 @@ def number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
+def count(low: int, high: int) -> Check:
+    """A whole number from low to high."""
+    return in_range(low, high, what="an integer")
+
+
 def one_of(names: Callable[[], list[str]] | tuple[str, ...]) -> Check:
     def check(v: Any) -> str | None:
         known = list(names() if callable(names) else names)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from study.errors import StudyError
+from study.space import overrides
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one search-space file, or every .yaml in a folder")
     run.add_argument("spaces", nargs="+", metavar="SPACE", help="a search-space .yaml, or a folder of them")
     add_cluster_args(run)
-    add_override_args(run)
+    overrides.add_arguments(run)
     run.add_argument("--name", help="experiment folder name (default NAME-YYYYmmdd-HHMMSS)")
     run.add_argument(
         "--resume",
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check search-space files without running anything")
     validate.add_argument("spaces", nargs="+", metavar="SPACE", help="a search-space .yaml, or a folder of them")
-    add_override_args(validate)
+    overrides.add_arguments(validate)
 
     analyze = sub.add_parser("analyze", help="tables and learning curves of finished or running experiments")
     analyze.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR", help="local folders or URIs (s3://...)")
@@ -135,152 +136,40 @@ def add_cluster_args(p: argparse.ArgumentParser, storage: bool = True) -> None:
     )
 
 
-def add_override_args(parser: argparse.ArgumentParser) -> None:
-    """The flags that replace a file's values: `study run` and `study validate` take the same."""
-    over = parser.add_argument_group("overrides (replace the file's values, checked the same way)")
-    over.add_argument("--dataset", help="dataset registry name, e.g. digits, synthetic, cifar100")
-    over.add_argument(
-        "--data-dir",
-        help="where datasets are downloaded to or read from (CIFAR's archive; imagefolder's train/ and test/); "
-        "default ~/.cache/cifar-study",
-    )
-    over.add_argument(
-        "--metric",
-        help="what every selection reads (ASHA, search, best trial, export): val_acc (default), val_loss, "
-        "test_acc or test_loss (marked 'selected on test' in the tables; with --set val_size=0: the report's "
-        "protocol), train_acc or train_loss",
-    )
-    over.add_argument("--num-samples", type=int, help="repeats of the grid, or samples for random/optuna")
-    over.add_argument(
-        "--max-epochs",
-        type=int,
-        help="epochs for every trial, and ASHA's max_t; ASHA's grace_period becomes at most N/3 (at least 1)",
-    )
-    over.add_argument("--cpus-per-trial", type=float, help="CPU cores per trial")
-    over.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; 0.25 packs 4 trials on a GPU")
-    over.add_argument("--seed", type=int, help="one fixed trial seed, replacing the file's seed grid")
-    over.add_argument("--max-failures", type=int, help="retries of a crashed trial (default 2)")
-    over.add_argument(
-        "--tensorboard",
-        action="store_true",
-        default=None,
-        help="also write TensorBoard event files into every trial folder (the same as --logger tensorboard)",
-    )
-    over.add_argument(
-        "--logger",
-        action="append",
-        metavar="NAME",
-        help="also log every trial to an experiment tracker: mlflow, wandb or tensorboard (repeatable; "
-        "adds to the file's `loggers`; docs/analysis.md)",
-    )
-    over.add_argument(
-        "--scheduler",
-        choices=("asha", "fifo"),
-        help="fifo runs every trial to max_t (clean ablations); asha stops the weak early",
-    )
-    over.add_argument(
-        "--set",
-        action="append",
-        metavar="FIELD=VALUE",
-        help="fix any config field, e.g. --set num_train=500 --set batch_size=64 (repeatable)",
-    )
-
-
-OVERRIDES = (
-    "dataset",
-    "metric",
-    "data_dir",
-    "num_samples",
-    "max_epochs",
-    "cpus_per_trial",
-    "gpus_per_trial",
-    "seed",
-    "max_failures",
-    "tensorboard",
-    "logger",
-    "scheduler",
-    "set",
-)
-
-
-def search_kind(spec) -> str:
-    """What the trials' configurations come from. Tune's variant generator serves both `grid` and
-    `random`: it takes every grid value and samples the other domains, num_samples times."""
-    if spec.search.type == "optuna":
-        return "optuna search"
-    if spec.sampled():
-        grid = any(getattr(v, "kind", None) == "grid" for v in spec.space.values())
-        return f"random search, {spec.num_samples} sample{'s' * (spec.num_samples != 1)}" + (
-            " per grid point" if grid else ""
-        )
-    return "grid search"
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
-    from study import trackers
-    from study.checkpoints.size import checkpoint_disk
-    from study.run import check_distinct_names, expand_spaces
+    from study.run.plan import check_distinct_names, expand_spaces
+    from study.run.validate import report
     from study.space import load_spec
 
-    overrides = {k: getattr(args, k) for k in OVERRIDES}
-    specs = [load_spec(path, overrides) for path in expand_spaces(args.spaces)]
+    specs = [load_spec(path, overrides.from_args(args)) for path in expand_spaces(args.spaces)]
     check_distinct_names(specs)  # as `study run` checks them together
     for spec in specs:
-        path = spec.source
-        largest_mb, total_gb = checkpoint_disk(spec)
-        scheduler = spec.scheduler.type
-        if scheduler == "asha":
-            scheduler += f" grace_period {min(spec.scheduler.grace_period, spec.max_epochs())}"
-        trials, epochs = spec.num_trials(), spec.max_epochs()
-        print(
-            f"{path}: ok ({trials} trial{'s' * (trials != 1)} x up to {epochs} epoch{'s' * (epochs != 1)}, "
-            f"{search_kind(spec)}, {scheduler}); checkpoints up to {largest_mb:,.0f} MB each, "
-            f"at most {total_gb:,.1f} GB on disk ({trials} trial{'s' * (trials != 1)} x {spec.keep_checkpoints} kept)"
-        )
-        print(f"{path}: {spec.selection_note()}")
-        for note in (spec.repeats_note(), spec.startup_note()):
-            if note:
-                print(f"{path}: {note}")
-        missing = trackers.missing(spec.trackers())
-        if missing:
-            print(f"{path}: note: {missing}; `study run` refuses the file until then")
-        if spec.resources.gpu is None and spec.wants_cuda():
-            print(
-                f"{path}: note: device cuda needs a GPU in each trial; resources.gpu is unset, so trials get one "
-                "only where the cluster has GPUs, and `study run` refuses where it has none"
-            )
-        if any(c.model == "resnet18" and c.pretrained for c in spec.trial_configs()):
-            from study.models.resnet import weights_path
-
-            if not os.path.isfile(weights_path()):
-                print(
-                    f"{path}: note: resnet18's ImageNet weights are not at {weights_path()}; `study run` "
-                    "downloads them first (or fails at once if it cannot: no trial starts)"
-                )
+        for line in report(spec):
+            print(f"{spec.source}: {line}")
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from study import run
     from study.cluster import release
+    from study.run.execute import connect_and_size, resume_experiment, run_experiment
+    from study.run.plan import all_finished, plan_runs
 
-    overrides = {k: getattr(args, k) for k in OVERRIDES}
-    plans = run.plan_runs(args.spaces, overrides, args.storage_path, args.name, args.resume, args.trust)
+    plans = plan_runs(args.spaces, overrides.from_args(args), args.storage_path, args.name, args.resume, args.trust)
     failed = 0
-    finished = [plan for plan in plans if plan.path is not None and run.all_finished(plan.path, plan.spec)]
+    finished = [plan for plan in plans if plan.path is not None and all_finished(plan.path, plan.spec)]
     for plan in finished:  # --resume of a finished study: its tables, as `study resume` gives them
         failed += print_finished(plan.path, args.quiet)
     plans = [plan for plan in plans if all(plan is not done for done in finished)]
     if not plans:
         return EXIT_TRIALS_FAILED if failed else EXIT_OK
-    resources = run.connect_and_size(plans, args.address, args.autoscale)
+    resources = connect_and_size(plans, args.address, args.autoscale)
     for i, (plan, trial_resources) in enumerate(zip(plans, resources, strict=True)):
         if plan.path is not None:  # --resume
-            outcome = run.resume_experiment(
+            outcome = resume_experiment(
                 plan.path, trial_resources, args.command_line, plan.spec, args.trust, args.quiet
             )
         else:
-            outcome = run.run_experiment(plan, trial_resources, args.command_line, args.quiet)
+            outcome = run_experiment(plan, trial_resources, args.command_line, args.quiet)
         if outcome.stopped_by is not None:
             release()  # now, not at exit: none of the study's processes outlives it
             return stopped(outcome)
@@ -291,25 +180,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from study import run, storage
+    from study import storage
     from study.cluster import release
     from study.prepare import prepare_inputs
+    from study.run.execute import connect_and_size, resume_experiment
+    from study.run.plan import Plan, all_finished, grown, read_spec
     from study.trust import lock
     from study.trust.resume_checks import check_resumable
 
     path = storage.normalize(args.experiment)
     if not storage.exists(path):
         raise StudyError(f"{args.experiment}: no such experiment folder")
-    spec = run.read_spec(path)
+    spec = read_spec(path)
     lock.take(path)  # before the checks: a restore of the backup writes
     if args.num_samples is not None:
-        spec = run.grown(spec, args.num_samples, path)
+        spec = grown(spec, args.num_samples, path)
     check_resumable(path, args.trust)
-    if run.all_finished(path, spec):
+    if all_finished(path, spec):
         return EXIT_TRIALS_FAILED if print_finished(path, args.quiet) else EXIT_OK
     prepare_inputs(spec)
-    (resources,) = run.connect_and_size([run.Plan(spec, storage.parent(path), path)], args.address, args.autoscale)
-    outcome = run.resume_experiment(path, resources, args.command_line, spec, args.trust, args.quiet)
+    (resources,) = connect_and_size([Plan(spec, storage.parent(path), path)], args.address, args.autoscale)
+    outcome = resume_experiment(path, resources, args.command_line, spec, args.trust, args.quiet)
     if outcome.stopped_by is not None:
         release()  # now, not at exit: none of the study's processes outlives it
         return stopped(outcome)
@@ -319,7 +210,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def print_finished(path: str, quiet: bool = False) -> int:
     """A resume of a study whose every trial had finished: no Ray, no resume record, its tables."""
-    from study.run import Outcome
+    from study.run.execute import Outcome
 
     print(f"[study] every trial of {path} had finished; nothing to resume. Its tables:", file=sys.stderr)
     return print_outcome(Outcome(path, 0, None), quiet)
@@ -358,20 +249,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from study import run
+    from study.export.choose import check_out_path, export_best
 
-    if not os.path.basename(args.out):  # '' or a path ending in '/'
-        raise StudyError(f"--out {args.out!r}: expected a file name, e.g. model.pt")
-    folder = os.path.dirname(os.path.abspath(args.out))
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise StudyError(f"--out {args.out}: {folder} is a file, not a folder")
-    if not os.path.isdir(folder):
-        raise StudyError(f"--out {args.out}: no such folder {folder}; create it first")
-    if os.path.isdir(args.out):
-        raise StudyError(
-            f"--out {args.out}: is a folder; expected a file name, e.g. {os.path.join(args.out, 'model.pt')}"
-        )
-    done = run.export_best(args.experiment, args.trial, args.out, args.trust)
+    check_out_path(args.out)
+    done = export_best(args.experiment, args.trial, args.out, args.trust)
     older = (
         f"; its newest checkpoint, the trial ran to epoch {done['last_epoch']}"
         if done["epoch"] < done["last_epoch"]
@@ -385,35 +266,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import csv
-    import json
-
-    from study.export import classify, load_model, read_images
+    from study.export.images import classify, read_images, top_classes, write_predictions
+    from study.export.model_file import load_model
 
     if args.top < 1:
         raise StudyError(f"--top: expected an integer >= 1, got {args.top}")
     model, info = load_model(args.model)
-    probs = classify(model, info, read_images(args.images))
-    top = probs.topk(min(args.top, probs.shape[1]), dim=1)
-    ranked = [
-        [(info["classes"][i], p) for p, i in zip(values, indices, strict=True)]
-        for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-    ]
-    if args.format == "json":  # a list of objects: each image's path and its top classes, best first
-        rows = [
-            {"path": path, "top": [{"class": c, "probability": p} for c, p in classes]}
-            for path, classes in zip(args.images, ranked, strict=True)
-        ]
-        print(json.dumps(rows, indent=2))
-    elif args.format == "csv":  # one row per image: path, then class and probability for each rank
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        k = len(ranked[0])
-        writer.writerow(["path", *[f"{what}_{r}" for r in range(1, k + 1) for what in ("class", "probability")]])
-        for path, classes in zip(args.images, ranked, strict=True):
-            writer.writerow([path, *[v for c, p in classes for v in (c, f"{p:.6f}")]])
-    else:
-        for path, classes in zip(args.images, ranked, strict=True):
-            print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in classes))
+    ranked = top_classes(classify(model, info, read_images(args.images)), info["classes"], args.top)
+    write_predictions(sys.stdout, args.images, ranked, args.format)
     return EXIT_OK
 
 
@@ -462,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"study: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the trials started
-        made = sys.modules["study.run"].experiments_made if "study.run" in sys.modules else []
+        made = sys.modules["study.run.execute"].experiments_made if "study.run.execute" in sys.modules else []
         if made:
             print(f"study: interrupted; continue with `study resume {made[-1]}`", file=sys.stderr)
         else:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from study.checks import in_range, one_of, option, parse_dataclass
+from study.checks import count, in_range, one_of, option, parse_dataclass
 from study.data import AUGMENTATIONS, DATASETS
 from study.models import MODELS
 from study.names import META_KEY, VARIANT_KEY
@@ -28,10 +28,6 @@ MAX_IMAGES = 100_000_000
 MAX_SEED = 2**32 - 1  # numpy's and most samplers' seed range
 
 
-def _count(high: int, low: int = 1) -> Any:
-    return in_range(low, high, what="an integer")
-
-
 def _val_size(v: float) -> str | None:
     """A fraction of the train split in [0, 1), or a whole count of images (0 = no split)."""
     if v < 0 or v > MAX_IMAGES or (v >= 1 and not float(v).is_integer()):
@@ -45,10 +41,10 @@ class TrialConfig:
 
     # --- model (keys of the model registry; each model reads only its own options)
     model: str = option("cnn", one_of(MODELS.names))
-    hidden: int = option(4096, _count(MAX_WIDTH))  # mlp: width of both hidden layers (report: 4096)
-    channels: int = option(128, _count(MAX_WIDTH // 8))  # cnn: conv width C; the last conv has 2C (report: 128)
+    hidden: int = option(4096, count(1, MAX_WIDTH))  # mlp: width of both hidden layers (report: 4096)
+    channels: int = option(128, count(1, MAX_WIDTH // 8))  # cnn: conv width C; the last conv has 2C (report: 128)
     batch_norm: bool = option(False)  # cnn: BatchNorm2d after every conv
-    fc_width: int = option(4096, _count(MAX_WIDTH))  # cnn: hidden fully connected width (report: 4096)
+    fc_width: int = option(4096, count(1, MAX_WIDTH))  # cnn: hidden fully connected width (report: 4096)
     dropout: float = option(0.0, in_range(0, 0.99, what="a probability"))  # cnn: dropout before the last FC; 0 = off
     pretrained: bool = option(False)  # resnet18: start from torchvision's ImageNet weights
     input_size: int = option(
@@ -59,29 +55,29 @@ class TrialConfig:
     dataset: str = option("cifar100", one_of(DATASETS.names))
     data_dir: str = option("~/.cache/cifar-study")  # where CIFAR is downloaded / cached
     augment: str = option("none", one_of(AUGMENTATIONS))  # none | flip | crop | flip+crop
-    num_train: int = option(0, _count(MAX_IMAGES, 0))  # images in the train split; 0 = all (synthetic: 2048)
-    num_test: int = option(0, _count(MAX_IMAGES, 0))  # images in the test split; 0 = all (synthetic: 512)
+    num_train: int = option(0, count(0, MAX_IMAGES))  # images in the train split; 0 = all (synthetic: 2048)
+    num_test: int = option(0, count(0, MAX_IMAGES))  # images in the test split; 0 = all (synthetic: 512)
     # Held out of the train split for selection (ASHA, TPE, best trial/epoch, export): a
     # fraction (0.1 = 10%) or a count. 0 trains on the whole split, as the report did.
     val_size: float = option(0.1, _val_size)
-    split_seed: int = option(0, _count(MAX_SEED, 0))  # which images are held out; never the trial's seed
+    split_seed: int = option(0, count(0, MAX_SEED))  # which images are held out; never the trial's seed
 
     # --- optimisation
     optimizer: str = option("adam", one_of(OPTIMIZERS))
     lr: float = option(1e-4, in_range(0, low_open=True))  # per step, not scaled with batch size
     momentum: float = option(0.9, in_range(0, 0.999, what="a momentum"))  # sgd only
     weight_decay: float = option(0.0, in_range(0))  # L2, as torch.optim applies it
-    batch_size: int = option(256, _count(65536))  # images per optimiser step
-    eval_batch_size: int = option(256, _count(65536))  # images per forward pass in evaluation (peak memory)
-    epochs: int = option(20, _count(10_000))  # full passes over the train split
-    max_steps_per_epoch: int = option(0, _count(10**9, 0))  # cap steps per epoch (0 = whole split); smoke tests
-    seed: int = option(0, _count(MAX_SEED, 0))  # model init, batch order and augmentation
+    batch_size: int = option(256, count(1, 65536))  # images per optimiser step
+    eval_batch_size: int = option(256, count(1, 65536))  # images per forward pass in evaluation (peak memory)
+    epochs: int = option(20, count(1, 10_000))  # full passes over the train split
+    max_steps_per_epoch: int = option(0, count(0, 10**9))  # cap steps per epoch (0 = whole split); smoke tests
+    seed: int = option(0, count(0, MAX_SEED))  # model init, batch order and augmentation
     # Epochs between checkpoints; the last epoch is always saved. 0 (auto): every epoch while
     # writing one costs at most 5% of the training since the last, else as soon as the training
     # since pays for one (the width-1024 CNN with Adam is ~2 GB per checkpoint); a resume then
     # repeats at most the epoch in flight, or the training worth 20 checkpoint writes. N: every
     # N epochs, at the cost of up to N epochs repeated after a crash.
-    checkpoint_every: int = option(0, _count(10_000, 0))
+    checkpoint_every: int = option(0, count(0, 10_000))
 
     # --- speed (see docs/performance.md)
     device: str = option("auto", one_of(DEVICES))  # auto = cuda when the trial has a GPU

@@ -1,4 +1,4 @@
-"""The one exception type that means "the user gave us something wrong".
+"""The one exception type that means "the user gave us something wrong", and its wording helpers.
 
 The CLI turns a `StudyError` into a single line on stderr and exit code 2. Anything
 else that escapes is a bug in this package, and shows as a traceback.
@@ -29,3 +29,8 @@ def reason(exc: BaseException, limit: int = 160) -> str:
         end = cut.rfind(". ")
         line = cut[: end + 1] if end > 0 else cut[: cut.rfind(" ")].rstrip(",;:") + " ..."
     return line or type(exc).__name__
+
+
+def plural(n: int, word: str) -> str:
+    """'1 trial', '2 trials': a count and its noun, for messages."""
+    return f"{n} {word}{'s' * (n != 1)}"

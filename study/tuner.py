@@ -21,6 +21,7 @@ from study.space import Domain, StudySpec, is_sampled
 from study.storage import basename, is_uri, join, parent, read_bytes
 from study.trust.asha import ResumableASHA
 from study.trust.state_backup import StateBackup
+from study.tuning.settings import auto_loggers
 
 
 def to_tune_domain(domain: Domain) -> Any:
@@ -184,16 +185,6 @@ def progress_reporter(spec: StudySpec) -> tune.CLIReporter:
         max_progress_rows=12,
         sort_by_metric=True,  # by the TuneConfig's metric and mode
     )
-
-
-# Set by the user before `study` started, it wins over the choice below.
-USER_AUTO_LOGGERS = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
-
-
-def auto_loggers(enabled: bool) -> None:
-    """Whether Tune adds its CSV, JSON and TensorBoard loggers to a run that lacks them."""
-    if USER_AUTO_LOGGERS is None:
-        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0" if enabled else "1"
 
 
 def result_loggers(spec: StudySpec, experiment_path: str) -> list[Any]:

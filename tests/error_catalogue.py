@@ -162,7 +162,7 @@ def validate_two_files_one_name(folder: str) -> list[str]:
 
 def exported_model(**changes: object) -> dict:
     """A valid exported model (a 3-class CNN of width 4), with `changes` over its fields."""
-    from study.export import FORMAT
+    from study.export.model_file import FORMAT
     from study.models import create_model
 
     kwargs = {"channels": 4, "batch_norm": False, "fc_width": 8, "dropout": 0.0}

@@ -190,15 +190,16 @@ def test_long_library_messages_are_cut_at_a_sentence_or_a_word():
 def test_an_interrupt_outside_the_trials_says_what_there_is_to_resume(run_cli, write_yaml, monkeypatch):
     """Ctrl-C before the trials start (or a second one) ends with 130 and a line that names the
     experiment folder made, if any: nothing else to resume."""
-    from study import run, space
+    from study import space
+    from study.run import execute
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(space, "load_spec", interrupted)
-    monkeypatch.setattr(run, "experiments_made", [])  # none made by this process (other tests run studies)
+    monkeypatch.setattr(execute, "experiments_made", [])  # none made by this process (other tests run studies)
     code, _, err = run_cli("validate", write_yaml(TINY))
     assert code == 130 and err == "study: interrupted before any experiment folder was made\n"
-    monkeypatch.setattr(run, "experiments_made", ["/results/tiny-20261201-050000"])
+    monkeypatch.setattr(execute, "experiments_made", ["/results/tiny-20261201-050000"])
     code, _, err = run_cli("validate", write_yaml(TINY))
     assert code == 130 and err == "study: interrupted; continue with `study resume /results/tiny-20261201-050000`\n"

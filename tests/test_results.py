@@ -35,7 +35,8 @@ def test_export_then_predict_answers_as_the_trial_evaluated(experiment, run_cli,
     from PIL import Image
 
     from study.data.datasets import load_dataset
-    from study.export import FORMAT, classify, load_model
+    from study.export import classify, load_model
+    from study.export.model_file import FORMAT
 
     out = tmp_path / "model.pt"
     code, printed, err = run_cli("export", str(experiment), "--out", str(out))

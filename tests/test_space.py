@@ -298,7 +298,7 @@ def test_tpes_start_up_trials_are_the_files_and_validate_says_how_many_are_rando
 
 
 def test_the_run_banner_says_how_many_trials_are_random(write_yaml, capsys):
-    from study.run import banner
+    from study.run.execute import banner
 
     spec = load_spec(write_yaml(OPTUNA_8))
     for resumed in (False, True):

@@ -410,7 +410,7 @@ def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(run_cl
 
 def test_a_stop_at_once_does_not_claim_tunes_final_save(capsys):
     from study.cli import stopped
-    from study.run import Outcome
+    from study.run.execute import Outcome
 
     assert stopped(Outcome("/x/exp", 0, signal.SIGINT)) == 130
     assert "Tune's state is saved. Continue with: study resume /x/exp" in capsys.readouterr().err
@@ -427,7 +427,7 @@ def failing_trial(config: dict) -> None:
 def test_a_planted_error_pickle_is_never_unpickled_at_the_end_of_a_run(ray_session, tmp_path, monkeypatch):
     from ray import tune
 
-    from study.run import fit
+    from study.run.execute import fit
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     marker = str(tmp_path / "PWNED")

@@ -255,8 +255,8 @@ def test_resuming_state_that_names_code_this_version_lacks_is_one_line_and_write
     a one-line error that says so, before the banner or environment.json's resume record."""
     from ray import tune
 
-    from study import run
     from study.errors import StudyError
+    from study.run.execute import resume_experiment
     from study.space import load_spec
 
     def restore(*args, **kwargs):
@@ -267,7 +267,7 @@ def test_resuming_state_that_names_code_this_version_lacks_is_one_line_and_write
     experiment = tmp_path / "experiment"
     experiment.mkdir()
     with pytest.raises(StudyError, match=r"tuner.pkl\) names code .*No module named 'study.gone'.*environment.json"):
-        run.resume_experiment(str(experiment), {"cpu": 1.0, "gpu": 0.0}, ["study", "resume"], spec)
+        resume_experiment(str(experiment), {"cpu": 1.0, "gpu": 0.0}, ["study", "resume"], spec)
     assert list(experiment.iterdir()) == []
 
     # A class this version lacks is unpickling's AttributeError; any other AttributeError is a bug.
@@ -276,14 +276,14 @@ def test_resuming_state_that_names_code_this_version_lacks_is_one_line_and_write
 
     monkeypatch.setattr(tune.Tuner, "restore", missing_class)
     with pytest.raises(StudyError, match="names code .*Can't get attribute 'Gone'"):
-        run.resume_experiment(str(experiment), {"cpu": 1.0, "gpu": 0.0}, ["study", "resume"], spec)
+        resume_experiment(str(experiment), {"cpu": 1.0, "gpu": 0.0}, ["study", "resume"], spec)
 
     def bug(*args, **kwargs):
         raise AttributeError("'NoneType' object has no attribute 'x'")
 
     monkeypatch.setattr(tune.Tuner, "restore", bug)
     with pytest.raises(AttributeError, match="NoneType"):
-        run.resume_experiment(str(experiment), {"cpu": 1.0, "gpu": 0.0}, ["study", "resume"], spec)
+        resume_experiment(str(experiment), {"cpu": 1.0, "gpu": 0.0}, ["study", "resume"], spec)
     assert list(experiment.iterdir()) == []
 
 
@@ -389,13 +389,14 @@ space:
 
 @pytest.mark.slow
 def test_a_resumed_study_keeps_ashas_rungs(ray_session, run_cli, write_yaml, tmp_path, capsys):
-    from study import run
+    from study.run.execute import resume_experiment
+    from study.run.plan import read_spec
 
     code, out, _ = run_cli("run", write_yaml(RUNGS_SPACE), "--storage-path", str(tmp_path), "--name", "rungs")
     assert code == 0
     # Ray's restore of the finished study (which `study resume` skips): Tune adds its 4 trials back.
     path = str(tmp_path / "rungs")
-    outcome = run.resume_experiment(path, {"cpu": 1.0, "gpu": 0.0}, ["study", "resume", path], run.read_spec(path))
+    outcome = resume_experiment(path, {"cpu": 1.0, "gpu": 0.0}, ["study", "resume", path], read_spec(path))
     assert outcome.failed_trials == 0 and outcome.stopped_by is None
     out = capsys.readouterr().out
     final = out.split("Number of trials: 4/4 (4 TERMINATED)")[0].rsplit("Bracket:", 1)[-1]

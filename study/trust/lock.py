@@ -133,7 +133,7 @@ def leave(signum: int, frame: Any) -> None:
 
 def stop_on_hangup_or_term() -> None:
     """SIGTERM and SIGHUP end the command through Python's unwinding (so the lock is released)
-    where nothing else handles them; around the trials `study.run.stop_signals` does."""
+    where nothing else handles them; around the trials `study.run.signals.stop_signals` does."""
     for s in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(s) in (signal.SIG_DFL, None):
             signal.signal(s, leave)

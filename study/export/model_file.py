@@ -1,23 +1,12 @@
-"""Trained models out of an experiment: export one trial's weights, load them, classify images.
-
-An exported file is a plain dict saved with `torch.save`: the model's state dict plus what
-inference needs (model name and options, class names, normalisation mean/std, the trial's
-config and metrics). It loads with `torch.load(path, weights_only=True)`: no pickle runs.
-
-    from study.export import load_model, classify, read_images
-    model, info = load_model("model.pt")
-    probs = classify(model, info, read_images(["cat.png"]))  # (N, classes)
-"""
+"""The exported model file: written from a trial's checkpoint, loaded back with every field checked."""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from study import storage
@@ -27,13 +16,8 @@ from study.names import CHECKPOINT_FILE
 from study.trust.recovery import unsigned_checkpoints
 
 FORMAT = "cifar-study-model/1"
-IMAGE_SIDE = 32  # every model here reads 32x32 RGB, as the datasets are stored
 MAX_MODEL_MB = 4096  # parameters and buffers at 4 bytes each; the report's largest CNN is ~700 MB
 MAX_CLASSES = 100_000
-# Images larger than this are refused before they are decoded (a 12000x12000 PNG of 1 MB would
-# take 1.4 GB): 100 megapixels is above a phone camera's photo.
-MAX_IMAGE_PIXELS = 100_000_000
-IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # raster formats Pillow decodes itself
 
 
 def newest_checkpoint(trial_dir: str, trust: bool = False) -> str:
@@ -160,57 +144,3 @@ def check_model_file(path: str, info: dict[str, Any]) -> dict[str, Any]:
         if tuple(weights[key].shape) != shape:
             raise bad(f"state_dict: {key} has shape {tuple(weights[key].shape)}, the model's is {shape}")
     return kwargs
-
-
-def read_images(paths: Sequence[str]) -> torch.Tensor:
-    """Image files -> uint8 (N, 3, 32, 32), resized as the imagefolder dataset resizes them.
-
-    Only the raster formats of IMAGE_FORMATS are opened (so an EPS never reaches Ghostscript),
-    and an image of more than MAX_IMAGE_PIXELS is refused before it is decoded.
-    """
-    from torchvision.transforms.functional import pil_to_tensor
-
-    images = []
-    for path in paths:
-        images.append(pil_to_tensor(read_image(path)))
-    return torch.stack(images)
-
-
-def read_image(path: str) -> Any:
-    """One image file as a 32x32 RGB PIL image; a file of another format, or too large, is a StudyError."""
-    import re
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's own check, at open and at decode
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a warning is a refusal too
-            with Image.open(path, formats=IMAGE_FORMATS) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:  # header only: nothing decoded yet
-                    raise Image.DecompressionBombError(f"Image size ({width * height} pixels)")
-                return image.convert("RGB").resize((IMAGE_SIDE, IMAGE_SIDE), Image.BILINEAR)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        pixels = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow's wording, and ours above
-        size = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
-        raise StudyError(f"{path}: image too large ({size}; at most {MAX_IMAGE_PIXELS:,} are read)") from None
-    except UnidentifiedImageError:
-        raise StudyError(f"{path}: not an image in a format read here ({', '.join(IMAGE_FORMATS)})") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise StudyError(f"{path}: unreadable image ({reason(exc)})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-
-
-@torch.no_grad()
-def classify(model: nn.Module, info: dict[str, Any], images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Class probabilities (N, classes) for uint8 images (N, 3, 32, 32), normalised as in training."""
-    from study.data.loader import BatchLoader
-
-    device = next(model.parameters()).device
-    labels = torch.zeros(len(images), dtype=torch.long, device=device)  # unused: the loader wants some
-    loader = BatchLoader(images.to(device), labels, batch_size, tuple(info["mean"]), tuple(info["std"]))
-    return torch.cat([F.softmax(model(x).float(), dim=1) for x, _ in loader])
