@@ -39,7 +39,7 @@ space:
 # Resident memory of a fresh Python after each import a trial's worker makes, before any data:
 # Ray (the worker runtime), Tune (with the pandas and pyarrow it imports), torch, the trainable,
 # and torch._dynamo, which torch.optim imports when the first optimiser is made.
-IMPORTS = ["ray", "ray.tune", "torch", "study.trainable", "torch._dynamo"]
+IMPORTS = ["ray", "ray.tune", "torch", "study.tuning.trainable", "torch._dynamo"]
 PROBE = """
 import importlib, sys
 def rss():

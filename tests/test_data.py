@@ -339,7 +339,7 @@ DRIVER = """
 import sys
 from study.prepare import prepare_inputs
 from study.space import parse_spec
-from study.tuner import make_tuner
+from study.tuning.tuner import make_tuner
 spec = parse_spec({"dataset": sys.argv[2], "space": {"model": "cnn", "data_dir": sys.argv[1], "num_train": 64}},
                   "driver.yaml", {})
 prepare_inputs(spec)

@@ -213,7 +213,7 @@ def test_optuna_hears_of_an_asha_stop_as_pruned():
     import optuna
     from ray import tune
 
-    from study.tuner import AshaAwareOptunaSearch
+    from study.tuning.search import AshaAwareOptunaSearch
 
     search = AshaAwareOptunaSearch(
         space={"lr": tune.loguniform(1e-4, 1e-1)},
@@ -234,10 +234,10 @@ def test_optuna_hears_of_an_asha_stop_as_pruned():
 
 @pytest.mark.slow
 def test_results_open_with_rays_own_api_as_readme_shows(experiment):
-    """README: `Tuner.restore(path, trainable=study.entry.train_trial).get_results().get_dataframe()`."""
+    """README: `Tuner.restore(path, trainable=study.tuning.entry.train_trial).get_results().get_dataframe()`."""
     from ray import tune
 
-    from study.entry import train_trial
+    from study.tuning.entry import train_trial
 
     frame = tune.Tuner.restore(str(experiment), trainable=train_trial).get_results().get_dataframe()
     assert len(frame) == 4 and {"val_acc", "test_acc", "epoch", "config/seed", "config/model"} <= set(frame.columns)
@@ -251,8 +251,8 @@ def test_a_resume_keeps_the_result_loggers_its_run_was_saved_with(experiment, tm
     """Runs name their loggers (no TensorBoard by default); a run saved before that gets Tune's defaults."""
     import pickle
 
-    from study import tuner
     from study.space import load_spec
+    from study.tuning import tuner
 
     assert tuner.saved_loggers(str(experiment))  # read as bytes from tuner.pkl
     assert not any(experiment.glob("*/events.out.tfevents.*")) and any(experiment.glob("*/result.json"))
@@ -323,7 +323,7 @@ def test_a_finished_optuna_search_grows_by_resume_and_by_run_resume(ray_session,
 
     from study.trust import signing
     from study.trust.experiment_state import STATE_GLOB, trial_states
-    from study.tuner import AshaAwareOptunaSearch
+    from study.tuning.search import AshaAwareOptunaSearch
 
     space = write_yaml(GROW)
     assert run_cli("run", space, "--storage-path", str(tmp_path), "--name", "g")[0] == 0

@@ -9,7 +9,8 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.sample import Categorical, Float, Integer
 
 from study.space import Domain, load_spec
-from study.tuner import make_scheduler, make_search, param_space
+from study.tuning.params import param_space
+from study.tuning.search import make_scheduler, make_search
 
 GOOD = """
 name: demo

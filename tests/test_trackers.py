@@ -143,7 +143,7 @@ def test_tensorboard_shows_the_scalars_a_user_reads_not_tunes_bookkeeping(tracke
 
 @pytest.mark.slow
 def test_the_saved_tuner_keeps_the_trackers_for_a_resume(tracked):
-    from study import tuner
+    from study.tuning import tuner
 
     saved = (tracked / "exp" / "tuner.pkl").read_bytes()
     assert tuner.saved_loggers(str(tracked / "exp"))

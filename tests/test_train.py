@@ -177,7 +177,7 @@ def test_epochs_where_asha_may_stop_a_trial_are_always_saved():
 @pytest.mark.parametrize(("max_t", "grace", "rf"), [(6, 2, 2), (8, 1, 4), (4, 1, 2), (27, 1, 3), (20, 5, 2), (3, 3, 2)])
 def test_stop_epochs_are_the_rungs_of_rays_asha(write_yaml, max_t, grace, rf):
     from study.space import load_spec
-    from study.tuner import make_scheduler
+    from study.tuning.search import make_scheduler
 
     scheduler = f"{{type: asha, max_t: {max_t}, grace_period: {grace}, reduction_factor: {rf}}}"
     spec = load_spec(write_yaml(f"dataset: digits\nscheduler: {scheduler}\nspace: {{epochs: {max_t}}}\n"))

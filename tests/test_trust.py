@@ -618,7 +618,7 @@ def test_a_failed_state_save_is_one_line_not_a_traceback(logger, message):
     import io
     import logging
 
-    from study.tuner import quiet_tune_noise
+    from study.tuning.output import quiet_tune_noise
 
     quiet_tune_noise()
     stream = io.StringIO()
@@ -678,11 +678,11 @@ def test_predict_opens_the_listed_raster_formats_and_never_runs_ghostscript(run_
 def test_a_trial_passes_over_a_checkpoint_not_signed_for_it(tmp_path, monkeypatch):
     """Planted while the study runs (after resume's check), a checkpoint is still not loaded by
     the trial (a retry after a crash, say), unless the user passed --trust."""
-    from study import trainable
     from study.checkpoints.files import write_meta
     from study.config import TrialConfig
     from study.data.datasets import load_dataset
     from study.train import Trainer
+    from study.tuning import trainable
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     cfg = TrialConfig.from_dict(
@@ -708,7 +708,7 @@ def test_a_trial_passes_over_a_checkpoint_not_signed_for_it(tmp_path, monkeypatc
 
 def test_a_trial_on_a_node_without_the_key_fails_rather_than_make_one(tmp_path, monkeypatch):
     """A key made on a cluster node would sign checkpoints the driver then refuses as another user's."""
-    from study import trainable
+    from study.tuning import trainable
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "node"))
     with pytest.raises(StudyError, match=r"cifar-study/secret: no signing key on node .*file_mounts"):

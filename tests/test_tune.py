@@ -12,7 +12,7 @@ import torch
 from study.config import TrialConfig
 from study.names import CHECKPOINT_FILE
 from study.space import load_spec
-from study.tuner import make_tuner
+from study.tuning.tuner import make_tuner
 
 # Two learning rates, one hopeless: ASHA must stop the hopeless trials at its first rung.
 # cpu: 2 runs the trials one at a time on the 2-CPU test Ray, so the rung order is fixed:
@@ -223,7 +223,7 @@ def test_registries_are_listed(run_cli):
 def test_eta_callback_counts_shrinks_plan_and_survives_restore():
     from types import SimpleNamespace
 
-    from study.progress import EtaCallback
+    from study.tuning.progress import EtaCallback
 
     eta = EtaCallback(planned_trials=2, max_t=4, every_s=1e9)
     eta.setup()
@@ -321,7 +321,7 @@ def test_a_reused_worker_gives_each_trial_a_fresh_model_optimiser_and_generator(
 def test_tunes_misleading_warnings_are_dropped_and_others_kept(caplog):
     import logging
 
-    from study.tuner import quiet_tune_noise
+    from study.tuning.output import quiet_tune_noise
 
     quiet_tune_noise()
     quiet_tune_noise()  # twice (run, then resume, in one process): one filter each
@@ -405,7 +405,7 @@ def test_a_resumed_study_keeps_ashas_rungs(ray_session, run_cli, write_yaml, tmp
 
 def test_the_status_table_shows_what_varies_and_never_the_whole_config(write_yaml):
     """Ray's reporter shows every config key (the study's metadata dict too) when given none."""
-    from study.tuner import progress_reporter
+    from study.tuning.output import progress_reporter
 
     def columns(text: str) -> dict:
         return progress_reporter(load_spec(write_yaml(text)))._parameter_columns

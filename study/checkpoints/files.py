@@ -80,7 +80,7 @@ def prune(trial_dir: str, key: str, keep: int) -> None:
 
     The folders stay: Tune's saved state may still name one, and Tune refuses to restore a trial
     whose recorded checkpoint folder is gone. A resumed trial never loads them (see `resume`).
-    Tune itself keeps more (see `study.tuner.TUNE_KEEP`) so that it rarely forces a state save.
+    Tune itself keeps more (see `study.tuning.tuner.TUNE_KEEP`) so that it rarely forces a state save.
     """
     for folder, _ in newest_first(trial_dir, key)[keep:]:
         for name in (CHECKPOINT_FILE, META_FILE, CHECKPOINT_SIGNATURE):

@@ -61,7 +61,7 @@ def run_experiment(plan: Plan, resources: dict[str, float], command: Sequence[st
     """Create the experiment folder (exclusively), record spec and environment, and run it
     (`quiet`: a line per trial as it ends, not Ray's status table)."""
     from study.cluster import warn_if_local_storage
-    from study.tuner import make_tuner
+    from study.tuning.tuner import make_tuner
 
     warn_if_local_storage(plan.storage)
     set_state_save_period(plan.spec.num_trials())
@@ -85,7 +85,7 @@ def resume_experiment(
     """Continue an interrupted experiment through Ray's own `Tuner.restore`; with a `spec` of more
     samples than the saved one, add trials to its optuna search and save the grown study.yaml.
     With `trust`, its trials also load checkpoints not signed for them."""
-    from study.tuner import restore_tuner
+    from study.tuning.tuner import restore_tuner
 
     set_state_save_period(spec.num_trials())
     tuner = restore_tuner(path, resources, spec, trust, quiet)  # before anything is read or written: it may refuse
@@ -118,7 +118,7 @@ def banner(spec: StudySpec, path: str, resources: dict[str, float], resumed: boo
 def fit(tuner: Any, path: str) -> Outcome:
     from study.trust import signing
     from study.trust.state_backup import running_in
-    from study.tuner import never_unpickle_errors
+    from study.tuning.tuner import never_unpickle_errors
 
     never_unpickle_errors()
 

@@ -93,7 +93,7 @@ def verify_checkpoints(experiment_path: str) -> list[str]:
     """Load the checkpoint every unfinished trial will resume from; say what replaces a corrupt one.
 
     A checkpoint can be cut short (a full disk, a crash mid-write). Its trial then resumes from
-    its newest readable older checkpoint, or from the start (see `study.trainable`), so a resume
+    its newest readable older checkpoint, or from the start (see `study.tuning.trainable`), so a resume
     works in one step. Returns one warning line per such trial. Local folders only (on a URI the
     trials check for themselves).
     """
@@ -128,7 +128,7 @@ def unsigned_checkpoints(trial_dir: str) -> list[tuple[str, str]]:
 def unsigned_to_resume(experiment_path: str) -> list[tuple[str, str]]:
     """unsigned_checkpoints of every trial a resume may load from: all but those Tune's state
     has finished (TERMINATED). A trial folder Tune's state lacks counts: a trial it starts under
-    that name looks there for checkpoints of its config (see `study.trainable.resume`)."""
+    that name looks there for checkpoints of its config (see `study.tuning.trainable.resume`)."""
     states = sorted(glob.glob(os.path.join(experiment_path, STATE_GLOB)))
     known = trial_states(states[-1]) if states else {}
     found = []
