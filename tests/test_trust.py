@@ -409,7 +409,7 @@ def test_a_signal_stops_saves_exits_128_plus_n_and_resume_repeats_nothing(run_cl
 
 
 def test_a_stop_at_once_does_not_claim_tunes_final_save(capsys):
-    from study.cli import stopped
+    from study.cli.commands import stopped
     from study.run.execute import Outcome
 
     assert stopped(Outcome("/x/exp", 0, signal.SIGINT)) == 130
