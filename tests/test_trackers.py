@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from study.space import load_spec
-from study.trackers import SCALARS
+from study.trackers.scalars import SCALARS
 
 TRACKED = """name: trackers
 dataset: synthetic

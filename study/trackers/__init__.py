@@ -15,25 +15,6 @@ from study.errors import StudyError
 # Logger -> (the module its Ray callback imports, the extra of this project that installs it).
 PACKAGES = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb"), "tensorboard": ("tensorboardX", "tensorboard")}
 
-# What a user reads in a tracker, per epoch: losses and accuracies per split, speed, memory and
-# checkpoint costs. Tune's bookkeeping (done, pid, timestamps, time_*, ...) is left out.
-SCALARS = (
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "test_loss",
-    "test_acc",
-    "train_eval_loss",
-    "train_eval_acc",
-    "epoch_time_s",
-    "images_per_s",
-    "rss_mb",
-    "peak_rss_mb",
-    "checkpoint_s",
-    "checkpoint_mb",
-)
-
 
 def missing(loggers: tuple[str, ...]) -> str | None:
     """What the first logger whose package cannot be imported needs, or None."""
@@ -53,13 +34,6 @@ def check_installed(loggers: tuple[str, ...]) -> None:
     message = missing(loggers)
     if message:
         raise StudyError(message)
-
-
-def scalars(result: dict[str, Any]) -> dict[str, float]:
-    """The scalars of one epoch's result that a user reads (SCALARS), where the trial reported them."""
-    return {
-        k: result[k] for k in SCALARS if isinstance(result.get(k), (int, float)) and not isinstance(result[k], bool)
-    }
 
 
 def callbacks(loggers: tuple[str, ...], experiment: str, folder: str) -> list[Any]:

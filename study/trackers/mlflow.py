@@ -6,7 +6,7 @@ from typing import Any
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-from study.trackers import scalars
+from study.trackers.scalars import scalars
 
 
 class EpochMLflow(MLflowLoggerCallback):

@@ -7,7 +7,7 @@ from typing import Any
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 
-from study.trackers import scalars
+from study.trackers.scalars import scalars
 
 
 class ScalarTensorBoard(TBXLoggerCallback):

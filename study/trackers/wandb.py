@@ -10,7 +10,7 @@ from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.air.util.node import _force_on_current_node
 from ray.tune.result import TRAINING_ITERATION
 
-from study.trackers import scalars
+from study.trackers.scalars import scalars
 
 
 class StudyWandb(WandbLoggerCallback):
