@@ -1,7 +1,7 @@
 """Helpers for tests that start `study` in a subprocess and kill things on purpose.
 
-Every process a test starts is found again through its own PID's tree in /proc and stopped by
-PID; nothing is killed by name.
+Every process a test starts is found again through its own PID's tree in /proc (with
+benchmarks.processes, shared with the benchmarks) and stopped by PID; nothing is killed by name.
 """
 
 from __future__ import annotations
@@ -15,25 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 
-
-def children_of(pid: int) -> list[int]:
-    """All descendants of `pid`, from /proc (no psutil needed)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                parents[int(entry)] = int(fields[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = [], [pid]
-    while frontier:
-        current = frontier.pop()
-        kids = [p for p, pp in parents.items() if pp == current]
-        found += kids
-        frontier += kids
-    return found
+from benchmarks.processes import alive, children_of
 
 
 def in_session(sid: int) -> set[int]:
@@ -55,41 +37,6 @@ def free_port(host: str = "") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def cluster_pids(temp_dir: str) -> list[int]:
-    """A `ray start` cluster's processes: those naming its own --temp-dir, and their children."""
-    own = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if temp_dir.encode() in f.read():
-                        own.append(int(entry))
-            except OSError:
-                continue
-    return sorted({p for pid in own for p in [pid, *children_of(pid)]})
-
-
-def stop_cluster(temp_dir: str) -> None:
-    """SIGKILL a cluster's processes (see cluster_pids); wait until they are gone."""
-    pids = cluster_pids(temp_dir)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.time() + 30
-    while any(alive(p) for p in pids) and time.time() < deadline:
-        time.sleep(0.2)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def kill_tree(proc: subprocess.Popen) -> None:

@@ -19,7 +19,8 @@ import time
 import pytest
 import yaml
 
-from tests.processes import experiment_rows, free_port, stop_cluster
+from benchmarks.processes import stop_cluster
+from tests.processes import experiment_rows, free_port
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 

@@ -6,6 +6,7 @@ import torch
 from study.config import TrialConfig
 from study.data.datasets import load_dataset
 from study.errors import StudyError
+from study.models import MODELS
 from study.train import Trainer
 
 TINY = dict(
@@ -21,7 +22,11 @@ def data_for(cfg: TrialConfig):
     return load_dataset(**cfg.data_kwargs())
 
 
-@pytest.mark.parametrize("model", ["cnn", "mlp"])
+# Every model in the registry; ResNet18 (11M parameters) takes seconds on a CPU, so the slow tier.
+EVERY_MODEL = [pytest.param(m, marks=pytest.mark.slow) if m == "resnet18" else m for m in MODELS.names()]
+
+
+@pytest.mark.parametrize("model", EVERY_MODEL)
 def test_overfits_256_images(model):
     cfg = tiny(model=model, hidden=256, epochs=12)
     trainer = Trainer(cfg, data_for(cfg))
