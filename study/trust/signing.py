@@ -1,4 +1,4 @@
-"""Signatures on the experiment files that `study resume` must unpickle.
+"""HMAC signatures with the user's key: the experiment's own files, each checkpoint, each trial's results.
 
 Ray keeps Tune's state as pickles (`tuner.pkl`, the pickled fields of `experiment_state-*.json`,
 the search and callback state), and `Tuner.restore` unpickles them: a folder from someone else
