@@ -1,6 +1,7 @@
 """Search-space files: conversion to Tune, and one test per kind of bad input (exit 2, one line)."""
 
 import os
+import re
 
 import pytest
 from ray import tune
@@ -8,6 +9,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.sample import Categorical, Float, Integer
 
+from study.errors import StudyError
 from study.space import Domain, load_spec
 from study.tuning.params import param_space
 from study.tuning.search import make_scheduler, make_search
@@ -306,3 +308,23 @@ def test_the_run_banner_says_how_many_trials_are_random(write_yaml, capsys):
         banner(spec, "/results/x", {"cpu": 1.0, "gpu": 0.0}, resumed=resumed)
         out = capsys.readouterr().out
         assert f"[study] warning: 8 trials, and TPE's first {spec.search.startup_trials()} are random" in out
+
+
+@pytest.mark.parametrize(
+    "section, value, flags, message",
+    [
+        ("scheduler", "asha", {"max_epochs": 4}, "scheduler: expected a mapping of keys, got 'asha'"),
+        ("space", 5, {"seed": 3}, "space: expected a mapping of config fields, got 5"),
+        ("resources", [1], {"cpus_per_trial": 1.0}, "resources: expected a mapping of keys, got [1]"),
+    ],
+)
+def test_a_flag_over_a_section_that_is_not_a_mapping_gets_the_files_one_line(
+    write_yaml, section, value, flags, message
+):
+    """A flag folds into its section only where the section is a mapping; otherwise the file's own
+    error names the section."""
+    import yaml
+
+    path = write_yaml(yaml.safe_dump({"dataset": "digits", section: value}))
+    with pytest.raises(StudyError, match=re.escape(f"{path}: {message}")):
+        load_spec(path, flags)
