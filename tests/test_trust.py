@@ -682,7 +682,7 @@ def test_a_trial_passes_over_a_checkpoint_not_signed_for_it(tmp_path, monkeypatc
     from study.config import TrialConfig
     from study.data.datasets import load_dataset
     from study.train import Trainer
-    from study.tuning import trainable
+    from study.trust import replay
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     cfg = TrialConfig.from_dict(
@@ -699,24 +699,24 @@ def test_a_trial_passes_over_a_checkpoint_not_signed_for_it(tmp_path, monkeypatc
         signing.sign_checkpoint(str(folder), signed_for, epoch)
 
     fresh = Trainer(cfg, data)
-    loaded, _ = trainable.resume(fresh, None, str(tmp_path / name), "key", name)
+    loaded, _ = replay.resume(fresh, None, str(tmp_path / name), "key", name)
     assert fresh.epoch == 1 and [m["epoch"] for m in loaded] == [1]
     trusting = Trainer(cfg, data)
-    loaded, _ = trainable.resume(trusting, None, str(tmp_path / name), "key", name, trust=True)
+    loaded, _ = replay.resume(trusting, None, str(tmp_path / name), "key", name, trust=True)
     assert trusting.epoch == 2 and len(loaded) == 2
 
 
 def test_a_trial_on_a_node_without_the_key_fails_rather_than_make_one(tmp_path, monkeypatch):
     """A key made on a cluster node would sign checkpoints the driver then refuses as another user's."""
-    from study.tuning import trainable
+    from study.trust import replay
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "node"))
     with pytest.raises(StudyError, match=r"cifar-study/secret: no signing key on node .*file_mounts"):
-        trainable.node_key()
+        replay.node_key()
     assert not (tmp_path / "node").exists()
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "copied"))
     key = signing.secret_key()  # copied there (here: made as the driver makes it)
-    assert trainable.node_key() == key
+    assert replay.node_key() == key
 
 
 def test_results_cut_short_by_a_crash_are_unsigned_not_forged(tmp_path):

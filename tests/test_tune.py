@@ -98,21 +98,42 @@ space:
 """
 
 
+@pytest.fixture(scope="module")
+def finished(ray_session, tmp_path_factory):
+    """One FIFO study of QUICK through `study run`, shared by the tests below (which only read it):
+    (experiment folder, search-space file, what the run printed)."""
+    import contextlib
+    import io
+
+    from study.cli import main
+
+    root = tmp_path_factory.mktemp("finished")
+    space = root / "space.yaml"
+    space.write_text(QUICK)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["run", str(space), "--storage-path", str(root), "--name", "exp"])
+    assert code == 0, err.getvalue()
+    return root / "exp", str(space), out.getvalue()
+
+
 @pytest.mark.slow
-def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
-    space = write_yaml(QUICK)
-    code, out, err = run_cli("run", space, "--storage-path", str(tmp_path), "--name", "exp")
-    assert code == 0, err
-    exp = tmp_path / "exp"
-    assert (exp / "study.yaml").exists()
-    # The signed backup of Tune's state is its final save, which came after the last step.
+def test_a_run_saves_its_spec_results_and_signs_its_final_state(finished):
     from study.trust.experiment_state import BACKUP_DIR
     from study.trust.signing import problems
 
+    exp, _, _ = finished
+    assert (exp / "study.yaml").exists()
+    assert glob.glob(str(exp / "*" / "result.json")) and not glob.glob(str(exp / "*" / "events.out.tfevents.*"))
+    # The signed backup of Tune's state is its final save, which came after the last step.
     (state,) = glob.glob(str(exp / "experiment_state-*.json"))
     assert open(state, "rb").read() == (exp / BACKUP_DIR / os.path.basename(state)).read_bytes()
     assert not problems(str(exp)) and not problems(str(exp / BACKUP_DIR))
-    assert glob.glob(str(exp / "*" / "result.json")) and not glob.glob(str(exp / "*" / "events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_a_run_writes_and_prints_the_five_tables_and_the_curves(finished):
+    exp, _, out = finished
     titles = {
         "per_variant": "## 1. Per variant",
         "effects": "## 2. Ablation effects",
@@ -127,13 +148,16 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     none = pd.read_csv(exp / "analysis" / "against_report.csv")  # no figure in the report: a header, no rows
     assert none.empty and list(none.columns[:4]) == ["experiment", "variant", "metric", "epoch"]
 
-    # What produced the run, written before the first trial: versions, commit, command, machine.
+
+@pytest.mark.slow
+def test_environment_json_records_what_produced_the_run_before_its_first_trial(finished):
+    exp, space, out = finished
     env = json.loads((exp / "environment.json").read_text())
     first_result = min(os.path.getmtime(p) for p in glob.glob(str(exp / "*" / "result.json")))
     assert os.path.getmtime(exp / "environment.json") < first_result
     assert set(env["versions"]) == {"python", "torch", "torchvision", "ray", "optuna", "pandas", "numpy", "cifar-study"}
     assert env["versions"]["torch"] == torch.__version__.split("+")[0] or env["versions"]["torch"] == torch.__version__
-    assert env["command"] == ["study", "run", space, "--storage-path", str(tmp_path), "--name", "exp"]
+    assert env["command"] == ["study", "run", space, "--storage-path", str(exp.parent), "--name", "exp"]
     assert env["hostname"] == socket.gethostname() and env["cpu_count"] == os.cpu_count() and env["gpus"] == []
     assert "git_commit" in env and "git_dirty" in env
     assert env["selection"] == {
@@ -145,21 +169,35 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
     }
     assert "environment of exp: cifar-study " in out and f"torch {env['versions']['torch']}" in out
 
+
+@pytest.mark.slow
+def test_the_tables_numbers_are_the_raw_results(finished):
+    exp, _, _ = finished
     raw = pd.read_csv(exp / "analysis" / "results.csv")
     per_variant = pd.read_csv(exp / "analysis" / "per_variant.csv").set_index("variant")
-    # Table numbers agree with the raw per-epoch results.
     last = raw.sort_values("epoch").groupby("trial_id").tail(1)
     for variant, g in last.groupby("variant"):
         assert per_variant.loc[variant, "trials"] == 2 == g["config_seed"].nunique()
         assert per_variant.loc[variant, "test_acc"] == pytest.approx(g["test_acc"].mean())
         assert per_variant.loc[variant, "at_epoch"] == 2 and per_variant.loc[variant, "selected_on"] == "val_acc"
+    effects = pd.read_csv(exp / "analysis" / "effects.csv")
+    assert list(effects["variant"]) == ["cnn"] and effects["baseline"][0] == "mlp" and effects["at_epoch"][0] == 2
+    # FIFO: every trial ran both epochs, so the effect is the difference of the final means.
+    assert effects["diff_pp"][0] == pytest.approx(
+        100 * (per_variant.loc["cnn", "test_acc"] - per_variant.loc["mlp", "test_acc"])
+    )
     # Each epoch's costs are columns too: memory on every row, the write where a checkpoint was made.
     assert raw["rss_mb"].gt(0).all() and raw["threads"].eq(1).all() and raw["data_s"].ge(0).all()
     assert raw.loc[raw["epoch"] == 2, "checkpoint_mb"].gt(0).all()  # the last epoch is always saved
-    # The default checkpoint_every 0 (auto): each trial saved exactly the epochs the policy picks
-    # from its own epoch times and the write time it expected (reported), the last among them.
+
+
+@pytest.mark.slow
+def test_each_trial_checkpointed_the_epochs_its_policy_picked(finished):
+    """checkpoint_every 0 (auto): each trial saved exactly the epochs the policy picks from its own
+    epoch times and the write time it expected (reported), the last among them."""
     from study.checkpoints.policy import checkpoint_due
 
+    exp, _, _ = finished
     results = glob.glob(str(exp / "*" / "result.json"))
     probes, workers = 0, set()
     for path in results:
@@ -176,31 +214,35 @@ def test_cli_run_then_analyze(ray_session, run_cli, write_yaml, tmp_path):
         assert saved[-1] == 2
     # Only a worker's first trial probes the disk's speed; reused workers' trials do not.
     assert 1 <= probes <= len(workers) < len(results)
-    effects = pd.read_csv(exp / "analysis" / "effects.csv")
-    assert list(effects["variant"]) == ["cnn"] and effects["baseline"][0] == "mlp" and effects["at_epoch"][0] == 2
-    # FIFO: every trial ran both epochs, so the effect is the difference of the final means.
-    assert effects["diff_pp"][0] == pytest.approx(
-        100 * (per_variant.loc["cnn", "test_acc"] - per_variant.loc["mlp", "test_acc"])
-    )
 
-    # Resuming it finds nothing left to run: its tables, no Ray run, no resume record.
+
+@pytest.mark.slow
+def test_resuming_a_finished_study_prints_its_tables_and_runs_nothing(finished, run_cli):
+    exp, space, _ = finished
     environment = (exp / "environment.json").read_bytes()
     code, out, err = run_cli("resume", str(exp))
     assert code == 0 and "had finished; nothing to resume" in err and "## 1. Per variant" in out, err
     assert (exp / "environment.json").read_bytes() == environment and "Current time" not in out
-    code, out, err = run_cli("run", space, "--storage-path", str(tmp_path), "--name", "exp", "--resume")
+    code, out, err = run_cli("run", space, "--storage-path", str(exp.parent), "--name", "exp", "--resume")
     assert code == 0 and "had finished; nothing to resume" in err and "## 1. Per variant" in out, err
     assert (exp / "environment.json").read_bytes() == environment and "Current time" not in out
 
-    # The same experiment through a URI that pyarrow understands (s3:// works the same way).
-    code, out, err = run_cli("analyze", f"file://{exp}", "--out", str(tmp_path / "from_uri"))
+
+@pytest.mark.slow
+def test_analyze_reads_the_experiment_through_a_uri(finished, run_cli, tmp_path):
+    """A URI that pyarrow understands (s3:// works the same way)."""
+    exp, _, _ = finished
+    code, _, err = run_cli("analyze", f"file://{exp}", "--out", str(tmp_path / "from_uri"))
     assert code == 0, err
     assert pd.read_csv(tmp_path / "from_uri" / "per_variant.csv").equals(
         pd.read_csv(exp / "analysis" / "per_variant.csv")
     )
 
-    # Same name again: refused, nothing written over.
-    code, _, err = run_cli("run", space, "--storage-path", str(tmp_path), "--name", "exp")
+
+@pytest.mark.slow
+def test_a_run_under_a_taken_name_is_refused(finished, run_cli):
+    exp, space, _ = finished
+    code, _, err = run_cli("run", space, "--storage-path", str(exp.parent), "--name", "exp")
     assert code == 2 and "already exists; pass --resume" in err
 
 

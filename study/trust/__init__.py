@@ -8,7 +8,7 @@
   is read from the copy (`experiment_state`); only a resume puts the copy back.
 - Checked: by a resume before Ray opens a file, and by export (`resume_checks`); a trial checks
   the checkpoint it loads. A resumed trial continues from its newest checkpoint on disk
-  (`recovery`), and ASHA's rungs are rebuilt from the results it had (`asha`).
+  (`recovery`, `replay`), and ASHA's rungs are rebuilt from the results it had (`asha`).
 - Held: one driver per experiment folder (`lock`), released on exit and on SIGHUP or SIGTERM.
 
 docs/trust.md says what a user can rely on, and the limits.

@@ -1,7 +1,7 @@
 """The Ray Tune function trainable: a thin wrapper over `study.train.Trainer`.
 
 It turns Tune's `config` into a `TrialConfig`, resumes from the trial's newest checkpoint (see
-`study.checkpoints`), and after every epoch reports the metrics, with a checkpoint of the full
+`study.trust.replay`), and after every epoch reports the metrics, with a checkpoint of the full
 state as `checkpoint_due` decides (by default, every epoch unless writing costs more than 5% of
 the training since the last checkpoint, or the end is that close) and at the last. Each
 checkpoint is signed for its trial and epoch (see `study.trust.signing`).
@@ -20,16 +20,14 @@ import ray
 import torch
 from ray import tune
 
-from study.checkpoints.files import config_key, newest_first, prune, write_meta
+from study.checkpoints.files import config_key, prune, write_meta
 from study.checkpoints.policy import WRITE_SPEED, always_checkpointed, checkpoint_due, expected_write_s, scratch_root
 from study.config import TrialConfig
 from study.data.datasets import load_dataset
-from study.errors import StudyError
 from study.names import CHECKPOINT_FILE
-from study.storage import is_uri
 from study.train import Trainer
 from study.trust import signing
-from study.trust.recovery import fallback_checkpoint, recorded_epoch
+from study.trust.replay import local_trial_dir, node_key, resume
 
 log = logging.getLogger(__name__)
 
@@ -59,102 +57,6 @@ def use_assigned_cpus() -> None:
     """
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
     torch.set_num_threads(max(1, int(cpus)))
-
-
-def node_key() -> bytes:
-    """The user's signing key on this node. A trial never makes one: a node without the key
-    (a cluster node it was not copied to) would sign with a key the driver does not know."""
-    key = signing.existing_key()
-    if key is None:
-        raise StudyError(
-            f"{signing.secret_path()}: no signing key on node {ray.util.get_node_ip_address()}; copy yours "
-            "there (cluster.yaml's file_mounts do), so that this trial's checkpoints can be checked"
-        )
-    return key
-
-
-def may_load(folder: str, trial: str, trust: bool) -> bool:
-    """Whether this trial may load a checkpoint folder: signed for it with the user's key (see
-    `study.trust.signing`), or the user passed --trust. One planted while the study runs is never loaded."""
-    why = None if trust else signing.checkpoint_problem(folder, node_key(), trial)
-    if why:
-        log.warning("%s: %s; not loaded (pass --trust to load it)", folder, why)
-    return why is None
-
-
-def resume_from(trainer: Trainer, checkpoint: tune.Checkpoint, trial: str, trust: bool = False) -> None:
-    """Load Tune's checkpoint; if it is unreadable, the newest readable older one, else start over.
-
-    A checkpoint cut short by a full disk would otherwise fail the trial on every retry. The
-    older ones are looked for beside it, on local storage (`checkpoint.path` is the folder there).
-    Each must be signed for this trial unless `trust`.
-    """
-    with checkpoint.as_directory() as folder:
-        if may_load(folder, trial, trust):
-            try:
-                trainer.load(os.path.join(folder, CHECKPOINT_FILE))
-                return
-            except StudyError:
-                pass
-    trial_dir = os.path.dirname(checkpoint.path)
-    fallback = None
-    if os.path.isdir(trial_dir):
-        fallback = fallback_checkpoint(trial_dir, os.path.join(checkpoint.path, CHECKPOINT_FILE))
-    if fallback is not None and may_load(os.path.dirname(fallback), trial, trust):
-        trainer.load(fallback)
-    else:
-        fallback = None
-    log.warning("unusable checkpoint %s; resumed from %s", checkpoint.path, fallback or "the first epoch")
-
-
-def resume(
-    trainer: Trainer,
-    checkpoint: tune.Checkpoint | None,
-    trial_dir: str | None,
-    key: str,
-    trial: str,
-    trust: bool = False,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Continue from the trial's newest readable checkpoint, by the epoch its meta.json records;
-    one not signed for `trial` (its folder name) is passed over unless `trust`.
-
-    Returns (history, replay): the metrics of every epoch up to the loaded checkpoint, and those
-    of the epochs Tune had not saved before a crash (see `recorded_epoch`), to report again.
-    Without a local trial folder (storage on a URI) or meta.json (older checkpoints), Tune's
-    checkpoint is used as before, with nothing to replay.
-    """
-    for folder, meta in newest_first(trial_dir, key) if trial_dir and os.path.isdir(trial_dir) else []:
-        if not may_load(folder, trial, trust):
-            continue
-        try:
-            trainer.load(os.path.join(folder, CHECKPOINT_FILE))
-        except StudyError as exc:
-            log.warning("%s; trying the checkpoint before it", exc)
-            continue
-        recorded = recorded_epoch(trial_dir, checkpoint.path if checkpoint is not None else None)
-        if checkpoint is None or os.path.normpath(folder) != os.path.normpath(checkpoint.path):
-            # Ray's own log line names the checkpoint in Tune's state; say which one is used.
-            named = os.path.basename(checkpoint.path) if checkpoint is not None else "none"
-            print(
-                f"[study] continuing from {os.path.basename(folder)} (epoch {meta['epoch']}), newer than the "
-                f"checkpoint Tune's state names ({named})",
-                flush=True,
-            )
-        history = meta["history"]
-        return history, [m for m in history if m["epoch"] > recorded]
-    if checkpoint is not None:
-        resume_from(trainer, checkpoint, trial, trust)
-    return [], []
-
-
-def local_trial_dir(checkpoint: tune.Checkpoint | None, experiment_path: str | None) -> str | None:
-    """This trial's folder in the experiment, when the storage is a local (or NFS) folder."""
-    if checkpoint is not None and not is_uri(checkpoint.path):
-        return os.path.dirname(checkpoint.path)
-    if experiment_path and not is_uri(experiment_path):
-        # Tune's trial folder name: the same on the driver's staging folder and in storage.
-        return os.path.join(experiment_path, os.path.basename(tune.get_context().get_trial_dir()))
-    return None
 
 
 def train_trial(
