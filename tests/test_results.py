@@ -252,16 +252,17 @@ def test_a_resume_keeps_the_result_loggers_its_run_was_saved_with(experiment, tm
     import pickle
 
     from study.space import load_spec
-    from study.tuning import tuner
+    from study.tuning import settings, tuner
+    from study.tuning.output import saved_loggers
 
-    assert tuner.saved_loggers(str(experiment))  # read as bytes from tuner.pkl
+    assert saved_loggers(str(experiment))  # read as bytes from tuner.pkl
     assert not any(experiment.glob("*/events.out.tfevents.*")) and any(experiment.glob("*/result.json"))
     older = tmp_path / "older"
     older.mkdir()
     (older / "tuner.pkl").write_bytes(pickle.dumps({"callbacks": ["StateBackup"]}))
-    assert not tuner.saved_loggers(str(older)) and not tuner.saved_loggers(str(tmp_path / "missing"))
+    assert not saved_loggers(str(older)) and not saved_loggers(str(tmp_path / "missing"))
     # Tune adds its own loggers (TensorBoard too) only to a run saved without them.
-    monkeypatch.setattr(tuner, "USER_AUTO_LOGGERS", None)
+    monkeypatch.setattr(settings, "USER_AUTO_LOGGERS", None)
     monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "")  # put back as it was after the test
     monkeypatch.setattr(tuner.tune.Tuner, "restore", lambda *args, **kwargs: None)  # the decision only
     for path, auto in ((older, "0"), (experiment, "1")):

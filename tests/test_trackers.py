@@ -143,10 +143,10 @@ def test_tensorboard_shows_the_scalars_a_user_reads_not_tunes_bookkeeping(tracke
 
 @pytest.mark.slow
 def test_the_saved_tuner_keeps_the_trackers_for_a_resume(tracked):
-    from study.tuning import tuner
+    from study.tuning.output import saved_loggers
 
     saved = (tracked / "exp" / "tuner.pkl").read_bytes()
-    assert tuner.saved_loggers(str(tracked / "exp"))
+    assert saved_loggers(str(tracked / "exp"))
     assert all(name in saved for name in (b"EpochMLflow", b"StudyWandb", b"ScalarTensorBoard"))
 
 
