@@ -1,3 +1,5 @@
+"""`python -m study`: the `study` command."""
+
 import sys
 
 from study.cli import console
