@@ -80,7 +80,7 @@ def display_effects(t: pd.DataFrame) -> pd.DataFrame:
 
 EMPTY = {  # what an empty table means, said where it is printed
     "against_report": "(none: the report states figures only for the experiments of search_spaces/report/; "
-    "see analysis/reference.csv)",
+    "their figures are in reference.csv, shipped with study as study/analysis/reference.csv)",
     "effects": "(none: no variant to compare with a baseline)",
     "importance": "(none)",
 }

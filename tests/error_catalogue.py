@@ -324,6 +324,11 @@ CASES = [
         run_file(TINY, "--max-epochs", "1", "--set", "epochs=3"),
     ),
     Case(
+        "a flag over a section that is not a mapping",
+        "scheduler: expected a mapping of keys, got 'asha'",
+        run_file(TINY + "scheduler: asha\n", "--max-epochs", "4"),
+    ),
+    Case(
         "--cpus-per-trial nan",
         "--cpus-per-trial: expected a finite number, got nan",
         run_file(TINY, "--cpus-per-trial", "nan"),

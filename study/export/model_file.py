@@ -78,7 +78,10 @@ def load_model(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module
     except FileNotFoundError:
         raise StudyError(f"{path}: no such file") from None
     except Exception as exc:  # truncated, not a torch file, or a pickle weights_only refuses
-        raise StudyError(f"{path}: not an exported model ({reason(exc, 100)})") from None
+        raise StudyError(
+            f"{path}: not an exported model (torch.load cannot read it: {type(exc).__name__} {reason(exc, 100)}); "
+            "make one with `study export`"
+        ) from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise StudyError(f"{path}: not an exported model (expected format {FORMAT}); make one with `study export`")
     kwargs = check_model_file(path, info)

@@ -2,7 +2,7 @@
 
 After a crash of the driver, Tune's saved state, and the result.json files Tune copies to
 storage with it, can be seconds older than the checkpoints on disk (the state is saved on a
-period, see `study.tuning.quiet.state_save_period`). A resumed trial then continues from its
+period, see `study.tuning.settings.state_save_period`). A resumed trial then continues from its
 newest checkpoint by epoch, not from the one Tune last recorded, and first reports again
 ("replayed": true) the epochs after that one, so that result.json, ASHA and Optuna have every
 epoch. So at most the epoch in flight at the crash is trained again, when every epoch is
