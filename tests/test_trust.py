@@ -737,3 +737,21 @@ def test_results_cut_short_by_a_crash_are_unsigned_not_forged(tmp_path):
     assert signing.results_state(str(trial), key) == signing.NOT_SIGNED
     (trial / "result.json").write_text(rows.replace("0.5", "0.9"))  # the same length, other numbers
     assert signing.results_state(str(trial), key) == signing.FORGED
+
+
+def test_results_read_while_ray_writes_them_are_signed_only_where_whole(tmp_path):
+    """The driver signs while trials run: a params.json Ray is still writing is left for the next
+    pass, and a row being appended is not signed, so neither reads as forged once it is whole."""
+    key = b"k" * 32
+    trial = tmp_path / "trial-s1-00001"
+    trial.mkdir()
+    (trial / "params.json").write_text('{"seed": 1, "lr"')  # being written
+    row = json.dumps({"epoch": 1, "val_acc": 0.5}) + "\n"
+    (trial / "result.json").write_text(row + '{"epoch": 2, "val')  # a row being appended
+    assert not signing.sign_results(str(trial), key)
+    assert signing.results_state(str(trial), key) == signing.NOT_SIGNED
+    (trial / "params.json").write_text('{"seed": 1, "lr": 0.1}')
+    assert signing.sign_results(str(trial), key)
+    (trial / "result.json").write_text(row + json.dumps({"epoch": 2, "val_acc": 0.6}) + "\n")
+    assert signing.results_state(str(trial), key) == signing.GROWN
+    assert signing.sign_results(str(trial), key) and signing.results_state(str(trial), key) == signing.SIGNED

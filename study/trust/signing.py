@@ -254,11 +254,17 @@ def sign_results(trial_dir: str, key: bytes | None = None) -> bool:
     if not (os.path.isfile(params) and os.path.isfile(result)):
         return False
     trial = os.path.basename(trial_dir.rstrip("/"))
+    params_data = read_head(params)
+    try:  # Ray may be writing it (a trial starting, or a copy to storage): signed at the next pass
+        json.loads(params_data)
+    except ValueError:
+        return False
     data = read_head(result)
+    data = data[: data.rfind(b"\n") + 1]  # whole rows only; one being written is signed at the next pass
     record = {"kind": "results", "trial": trial, "result_bytes": len(data)}
     write_json(
         os.path.join(trial_dir, RESULTS_SIGNATURE),
-        {**record, "mac": results_mac(key or secret_key(), trial, read_head(params), data)},
+        {**record, "mac": results_mac(key or secret_key(), trial, params_data, data)},
     )
     return True
 
